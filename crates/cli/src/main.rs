@@ -1,1 +1,64 @@
-fn main() {}
+//! `moat`: run untrusted code behind several independent kernel walls.
+//!
+//! This binary only parses input and wires the library crates together: `moat-policy`
+//! compiles what the user asked for into a plan, `moat-sandbox` applies it.
+#![forbid(unsafe_code)]
+
+mod cmd_doctor;
+mod cmd_gc;
+mod cmd_run;
+mod exit;
+
+use clap::{Parser, Subcommand};
+
+/// Run untrusted code behind several independent kernel walls.
+#[derive(Debug, Parser)]
+#[command(name = "moat", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a command in a new sandbox, in the foreground.
+    Run(Box<cmd_run::RunArgs>),
+    /// Show which walls this host can provide.
+    Doctor(cmd_doctor::DoctorArgs),
+    /// Remove what sandboxes of a killed moat left behind.
+    Gc(cmd_gc::GcArgs),
+}
+
+fn main() {
+    init_logging();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let code = match err.kind() {
+                clap::error::ErrorKind::DisplayHelp
+                | clap::error::ErrorKind::DisplayVersion
+                | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => 0,
+                _ => exit::SETUP_FAILED,
+            };
+            let _ = err.print();
+            std::process::exit(code);
+        }
+    };
+    let code = match cli.command {
+        Command::Run(args) => cmd_run::run(*args),
+        Command::Doctor(args) => cmd_doctor::run(args),
+        Command::Gc(args) => cmd_gc::run(args),
+    };
+    std::process::exit(code);
+}
+
+/// Logs go to stderr, off unless MOAT_LOG asks (e.g. MOAT_LOG=debug shows libcontainer's
+/// set-up steps).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MOAT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

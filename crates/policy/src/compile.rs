@@ -445,6 +445,7 @@ fn landlock(profile: &Profile, filesystem: &FilesystemPlan) -> LandlockPlan {
         min_abi: profile.landlock.min_abi,
         read_exec,
         read_only: vec!["/etc".into(), "/sys".into()],
+        list_only: vec!["/".into(), "/dev".into()],
         read_write: vec![
             filesystem.home_path.clone(),
             "/tmp".into(),

@@ -17,7 +17,10 @@ pub use compile::{compile, CompileError, HostFacts};
 pub use plan::*;
 pub use profile::{LandlockSettings, Limits, Profile, ProfileError, ProfileSource};
 pub use request::{RequestError, RunRequest};
-pub use seccomp::{SeccompProfile, SeccompProfileError};
+pub use seccomp::{
+    AllowExceptRule, ArgCondition, CompareOp, ConditionalRule, Errno, ErrnoRule, SeccompProfile,
+    SeccompProfileError,
+};
 pub use units::{parse_cpus, parse_size, UnitError};
 
 /// The uid and gid the workload runs as inside every sandbox.

@@ -170,6 +170,8 @@ pub struct LandlockPlan {
     pub read_exec: Vec<String>,
     /// Read only.
     pub read_only: Vec<String>,
+    /// List directory entries only (the root and /dev hold only what moat put there).
+    pub list_only: Vec<String>,
     /// Read, write, create, remove, execute.
     pub read_write: Vec<String>,
     /// Device files: read, write and ioctl.

@@ -23,6 +23,9 @@ pub struct SeccompProfile {
     /// Syscalls allowed only when their arguments match.
     #[serde(default)]
     pub conditional: Vec<ConditionalRule>,
+    /// Syscalls allowed unless a 32-bit argument has one of a few values.
+    #[serde(default)]
+    pub allow_except: Vec<AllowExceptRule>,
     /// Syscalls that fail with a specific errno (optionally only for some arguments);
     /// they take precedence over the allow rules.
     #[serde(default)]
@@ -39,6 +42,58 @@ pub struct ConditionalRule {
     pub why: String,
     /// All must hold.
     pub when: Vec<ArgCondition>,
+}
+
+/// A syscall allowed unless a 32-bit argument is one of `values`. libseccomp compares
+/// 64-bit values and accepts one comparison per argument and rule, so this is compiled
+/// into masked-equality rules over aligned blocks of the allowed values, each of which
+/// also requires the argument's upper 32 bits to be zero.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowExceptRule {
+    /// Syscall name.
+    pub syscall: String,
+    /// Argument index, 0..=5.
+    pub arg: u8,
+    /// Values (below 2^32) for which the syscall is denied.
+    pub values: Vec<u64>,
+    /// Why these values are denied.
+    pub why: String,
+}
+
+impl AllowExceptRule {
+    /// The allowed values as `(mask, value)` blocks: an argument `x` is allowed when
+    /// `x & mask == value` for one block. Together the blocks cover exactly
+    /// `[0, 2^32)` minus `values`.
+    pub fn allowed_blocks(&self) -> Vec<(u64, u64)> {
+        let mut denied: Vec<u64> = self
+            .values
+            .iter()
+            .copied()
+            .filter(|v| *v < 1 << 32)
+            .collect();
+        denied.sort_unstable();
+        denied.dedup();
+        let mut blocks = Vec::new();
+        let mut start = 0u64;
+        for end in denied.into_iter().chain([1u64 << 32]) {
+            let mut low = start;
+            while low < end {
+                let mut size = if low == 0 {
+                    1u64 << 32
+                } else {
+                    1u64 << low.trailing_zeros().min(32)
+                };
+                while low + size > end {
+                    size >>= 1;
+                }
+                blocks.push((!(size - 1), low));
+                low += size;
+            }
+            start = end + 1;
+        }
+        blocks
+    }
 }
 
 /// Syscalls that fail with a given errno.
@@ -163,6 +218,20 @@ impl SeccompProfile {
         for name in &self.allow {
             if !seen.insert(name.as_str()) {
                 return Err(invalid(format!("{name} is allowed twice")));
+            }
+        }
+        for rule in &self.allow_except {
+            if seen.contains(rule.syscall.as_str()) {
+                return Err(invalid(format!(
+                    "{} is allowed unconditionally and with exceptions: the exceptions would be dead",
+                    rule.syscall
+                )));
+            }
+            if rule.arg > 5 || rule.values.iter().any(|v| *v >= 1 << 32) {
+                return Err(invalid(format!(
+                    "allow_except for {}: argument index must be 0..=5 and values below 2^32",
+                    rule.syscall
+                )));
             }
         }
         for rule in &self.conditional {
@@ -291,6 +360,44 @@ mod tests {
             .unwrap();
         assert_eq!(rule.errno, Errno::ENOSYS);
         assert!(rule.when.is_empty());
+    }
+
+    #[test]
+    fn allow_except_blocks_cover_everything_but_the_denied_values() {
+        let rule = AllowExceptRule {
+            syscall: "ioctl".into(),
+            arg: 1,
+            values: vec![0x5412, 0x541C],
+            why: String::new(),
+        };
+        let blocks = rule.allowed_blocks();
+        let allowed = |x: u64| blocks.iter().any(|(mask, value)| x & mask == *value);
+        for x in [
+            0,
+            1,
+            0x5401,
+            0x5411,
+            0x5413,
+            0x541B,
+            0x541D,
+            0x8004_5430,
+            0xFFFF_FFFF,
+        ] {
+            assert!(allowed(x), "{x:#x} should be allowed");
+        }
+        for x in [
+            0x5412,
+            0x541C,
+            0x1_0000_5412,
+            0x1_0000_0000,
+            0xFFFF_FFFF_FFFF_FFFF,
+        ] {
+            assert!(!allowed(x), "{x:#x} should be denied");
+        }
+        // Blocks are disjoint, so their sizes add up to exactly 2^32 - 2.
+        let total: u64 = blocks.iter().map(|(mask, _)| (!mask) + 1).sum();
+        assert_eq!(total, (1 << 32) - 2);
+        assert!(blocks.len() < 80, "{} blocks", blocks.len());
     }
 
     #[test]

@@ -1,0 +1,167 @@
+//! `moat run`: compile the request into a plan, then run it (or print it with --dry-run).
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use clap::Args;
+use moat_policy::{compile, Profile, RunRequest};
+use moat_sandbox::{rootfs, RunOptions, SandboxError};
+
+use crate::exit::setup_failed;
+
+/// Options of `moat run`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Exit status: the command's own; 125 when moat could not set the sandbox up; \
+126 when the command cannot be executed; 127 when it does not exist in the sandbox; \
+128+N when it died of signal N."
+)]
+pub struct RunArgs {
+    /// Profile name (built in: untrusted) or path of a profile file.
+    #[arg(long, default_value = "untrusted", value_name = "NAME|FILE")]
+    profile: String,
+    /// An unpacked image (OCI image root or debootstrap tree) to use as the root, read-only.
+    /// Without it, the host's /usr, /bin, /lib* and an allowlist of /etc are shown read-only.
+    #[arg(long, value_name = "DIR")]
+    rootfs: Option<PathBuf>,
+    /// Host directory bound read-write as the sandbox user's home ($HOME inside);
+    /// created if missing and given to the sandbox user's host uid.
+    /// Without it, the home is an empty size-capped tmpfs.
+    #[arg(long, value_name = "DIR")]
+    home: Option<PathBuf>,
+    /// A named tenant: keeps the same host id range across runs, so its home keeps its owner.
+    #[arg(long, value_name = "NAME")]
+    identity: Option<String>,
+    /// Working directory inside the sandbox (default: the home).
+    #[arg(long, value_name = "DIR")]
+    workdir: Option<String>,
+    /// Set an environment variable inside (repeatable). Nothing of moat's own
+    /// environment is passed except TERM.
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Memory limit, swap included (e.g. 512M, 2G).
+    #[arg(long, value_name = "SIZE")]
+    memory: Option<String>,
+    /// CPU time limit in CPUs (e.g. 0.5, 2).
+    #[arg(long, value_name = "N")]
+    cpus: Option<String>,
+    /// Maximum number of processes and threads.
+    #[arg(long, value_name = "N")]
+    pids: Option<String>,
+    /// Size cap of the private /tmp.
+    #[arg(long, value_name = "SIZE")]
+    tmp_size: Option<String>,
+    /// Print the compiled plan as JSON and start nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// The command to run and its arguments.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    command: Vec<String>,
+}
+
+fn random_id() -> String {
+    let mut bytes = [0u8; 8];
+    let filled = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if filled.is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        bytes = (nanos as u64 ^ u64::from(std::process::id())).to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl RunArgs {
+    fn request(&self) -> Result<RunRequest, String> {
+        let env = self
+            .env
+            .iter()
+            .map(|entry| {
+                entry
+                    .split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .ok_or_else(|| format!("--env {entry:?}: expected KEY=VALUE"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(RunRequest {
+            id: random_id(),
+            argv: self.command.clone(),
+            rootfs: self.rootfs.clone(),
+            home: self.home.clone(),
+            identity: self.identity.clone(),
+            workdir: self.workdir.clone(),
+            env,
+            term: std::env::var("TERM")
+                .ok()
+                .filter(|t| !t.is_empty() && !t.contains('\0')),
+            memory: self.memory.clone(),
+            cpus: self.cpus.clone(),
+            pids: self.pids.clone(),
+            tmp_size: self.tmp_size.clone(),
+        })
+    }
+}
+
+/// Runs `moat run`; returns moat's exit status.
+pub fn run(args: RunArgs) -> i32 {
+    let request = match args.request() {
+        Ok(request) => request,
+        Err(message) => return setup_failed("", &message),
+    };
+    let (profile, source) = match Profile::load(&args.profile) {
+        Ok(loaded) => loaded,
+        Err(err) => return setup_failed("profile", &chain(&err)),
+    };
+    let plan = match compile(&profile, &source, &request, &moat_sandbox::host_facts()) {
+        Ok(plan) => plan,
+        Err(err) => return setup_failed("", &chain(&err)),
+    };
+    if args.dry_run {
+        if let Err(err) = rootfs::preflight(&plan) {
+            return setup_failed("filesystem", &chain(&err));
+        }
+        match serde_json::to_string_pretty(&plan) {
+            Ok(json) => println!("{json}"),
+            Err(err) => return setup_failed("plan", &err.to_string()),
+        }
+        return 0;
+    }
+    match moat_sandbox::run(&plan, &RunOptions::default()) {
+        Ok(report) => {
+            for warning in &report.cleanup_warnings {
+                eprintln!("moat: warning: clean-up: {warning}");
+            }
+            if report.oom_kills > 0 {
+                eprintln!(
+                    "moat: the sandbox ran out of memory (limit {} MiB): the kernel killed {} process{}",
+                    plan.resources.memory_bytes >> 20,
+                    report.oom_kills,
+                    if report.oom_kills == 1 { "" } else { "es" }
+                );
+            }
+            report.status
+        }
+        Err(err) => report_error(&err),
+    }
+}
+
+fn report_error(err: &SandboxError) -> i32 {
+    match err {
+        SandboxError::Wall { wall, message } => setup_failed(wall, message),
+        SandboxError::NotRoot | SandboxError::Exists(_) | SandboxError::Container(_) => {
+            setup_failed("", &err.to_string())
+        }
+        other => {
+            // The variant's own message is the wall's name; its cause says what happened.
+            let wall = other.to_string();
+            let cause = std::error::Error::source(other)
+                .map(chain)
+                .unwrap_or_default();
+            setup_failed(&wall, &cause)
+        }
+    }
+}
+
+fn chain(err: &dyn std::error::Error) -> String {
+    moat_sandbox::executor::error_chain(err)
+}

@@ -1,0 +1,193 @@
+//! What the host's cgroups can enforce, and reading a sandbox's cgroup after the fact.
+//!
+//! Limits themselves are written by libcontainer from config.json (v1 and v2); this module
+//! decides which optional knobs exist here, reads out-of-memory kills so moat can say
+//! "out of memory" instead of "killed", and removes cgroups of sandboxes that died with
+//! moat (`moat gc`).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use libcgroups::common::{create_cgroup_manager, CgroupConfig, CgroupManager, CgroupSetup};
+use thiserror::Error;
+
+use crate::paths::cgroup_path;
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// cgroup facts of this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CgroupFacts {
+    /// v1 (legacy or hybrid) or v2.
+    pub unified: bool,
+    /// Swap accounting exists, so memory+swap can be limited.
+    pub memory_swap: bool,
+    /// A block I/O weight knob exists.
+    pub io_weight: bool,
+}
+
+/// cgroups are unusable.
+#[derive(Debug, Error)]
+pub enum CgroupError {
+    /// No cgroup filesystem found.
+    #[error("cannot determine the cgroup layout under /sys/fs/cgroup")]
+    Setup(#[source] libcgroups::common::GetCgroupSetupError),
+    /// A controller moat needs is not mounted or not enabled.
+    #[error("the {0} cgroup controller is not available")]
+    MissingController(&'static str),
+    /// Removing a sandbox's cgroup failed.
+    #[error("cannot remove cgroup {path}: {message}")]
+    Remove {
+        /// The cgroup.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+}
+
+impl CgroupFacts {
+    /// Reads the host's cgroup layout and checks the controllers moat needs.
+    pub fn probe() -> Result<Self, CgroupError> {
+        let setup = libcgroups::common::get_cgroup_setup().map_err(CgroupError::Setup)?;
+        let root = Path::new(CGROUP_ROOT);
+        match setup {
+            CgroupSetup::Legacy | CgroupSetup::Hybrid => {
+                for controller in ["memory", "cpu", "pids", "devices", "freezer"] {
+                    if !root.join(controller).join("cgroup.procs").exists() {
+                        return Err(CgroupError::MissingController(controller));
+                    }
+                }
+                Ok(Self {
+                    unified: false,
+                    memory_swap: root.join("memory/memory.memsw.limit_in_bytes").exists(),
+                    io_weight: root.join("blkio/blkio.weight").exists(),
+                })
+            }
+            CgroupSetup::Unified => {
+                let controllers =
+                    fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+                let has = |c: &str| controllers.split_whitespace().any(|x| x == c);
+                for controller in ["memory", "cpu", "pids"] {
+                    if !has(controller) {
+                        return Err(CgroupError::MissingController(controller));
+                    }
+                }
+                let swap = fs::read_dir(root)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .any(|e| e.path().join("memory.swap.max").exists());
+                Ok(Self {
+                    unified: true,
+                    memory_swap: swap,
+                    io_weight: has("io"),
+                })
+            }
+        }
+    }
+
+    /// Converts a v2-scale weight (1..=10000, default 100) to what the spec's blockIO
+    /// weight means on this host (v1: 10..=1000, default 500).
+    pub fn scale_io_weight(&self, weight: u16) -> u16 {
+        if self.unified {
+            return weight;
+        }
+        // Inverse of the v1 -> v2 conversion runc and systemd use.
+        let v1 = 10 + (u32::from(weight).saturating_sub(1) * 990) / 9999;
+        u16::try_from(v1.clamp(10, 1000)).unwrap_or(1000)
+    }
+
+    /// The file counting OOM kills of sandbox `id`, and the line's key.
+    fn oom_file(&self, id: &str) -> PathBuf {
+        let relative = cgroup_path(id);
+        let relative = relative.strip_prefix("/").unwrap_or(&relative);
+        if self.unified {
+            Path::new(CGROUP_ROOT).join(relative).join("memory.events")
+        } else {
+            Path::new(CGROUP_ROOT)
+                .join("memory")
+                .join(relative)
+                .join("memory.oom_control")
+        }
+    }
+
+    /// How many processes of sandbox `id` the kernel killed for lack of memory.
+    pub fn oom_kills(&self, id: &str) -> u64 {
+        fs::read_to_string(self.oom_file(id))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|line| line.strip_prefix("oom_kill "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// Kills whatever still runs in sandbox `id`'s cgroup and removes it.
+pub fn destroy(id: &str) -> Result<(), CgroupError> {
+    let path = cgroup_path(id);
+    let remove_err = |message: String| CgroupError::Remove {
+        path: path.clone(),
+        message,
+    };
+    let manager = create_cgroup_manager(CgroupConfig {
+        cgroup_path: path.clone(),
+        systemd_cgroup: false,
+        container_name: id.to_string(),
+    })
+    .map_err(|e| remove_err(e.to_string()))?;
+    for _ in 0..50 {
+        let pids = manager.get_all_pids().unwrap_or_default();
+        if pids.is_empty() {
+            break;
+        }
+        for pid in pids {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    manager.remove().map_err(|e| remove_err(e.to_string()))
+}
+
+/// Sandbox ids that have a cgroup under moat's parent cgroup on this host.
+pub fn sandbox_cgroups() -> Vec<String> {
+    let mut ids = std::collections::BTreeSet::new();
+    let root = Path::new(CGROUP_ROOT);
+    for parent in [
+        root.join("moat"),
+        root.join("memory/moat"),
+        root.join("pids/moat"),
+    ] {
+        if let Ok(entries) = fs::read_dir(parent) {
+            for entry in entries.flatten() {
+                if entry.path().is_dir() {
+                    if let Some(name) = entry.file_name().to_str() {
+                        ids.insert(name.to_string());
+                    }
+                }
+            }
+        }
+    }
+    ids.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_weight_scales_to_v1_range() {
+        let v1 = CgroupFacts {
+            unified: false,
+            memory_swap: true,
+            io_weight: true,
+        };
+        assert_eq!(v1.scale_io_weight(1), 10);
+        assert_eq!(v1.scale_io_weight(10000), 1000);
+        assert!((10..=1000).contains(&v1.scale_io_weight(100)));
+        let v2 = CgroupFacts {
+            unified: true,
+            ..v1
+        };
+        assert_eq!(v2.scale_io_weight(100), 100);
+    }
+}

@@ -1,0 +1,89 @@
+//! Removing what dead sandboxes left: cgroups, libcontainer state, moat's sandbox
+//! directory and id leases. Used at the end of every run and by `moat gc` for sandboxes
+//! whose moat process was killed.
+
+use std::fs;
+use std::io;
+
+use crate::cgroup;
+use crate::executor::error_chain;
+use crate::idmap::{IdAllocator, IdLease};
+use crate::paths::StatePaths;
+use crate::record::SandboxRecord;
+
+/// What `moat gc` did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct GcReport {
+    /// Sandboxes removed.
+    pub removed: Vec<String>,
+    /// Sandboxes left alone because their moat still runs.
+    pub live: Vec<String>,
+    /// What could not be removed.
+    pub warnings: Vec<String>,
+}
+
+/// Removes every sandbox whose owning moat process is gone.
+pub fn collect(paths: &StatePaths) -> GcReport {
+    let mut report = GcReport::default();
+    let mut candidates = std::collections::BTreeSet::new();
+    for dir in [paths.sandboxes_dir(), paths.containers_dir()] {
+        if let Ok(entries) = fs::read_dir(dir) {
+            candidates.extend(
+                entries
+                    .flatten()
+                    .filter_map(|e| e.file_name().into_string().ok()),
+            );
+        }
+    }
+    candidates.extend(cgroup::sandbox_cgroups());
+    let ids = IdAllocator::new(paths.ids_dir());
+    let leases = ids.sandbox_leases().unwrap_or_default();
+    candidates.extend(leases.iter().map(|(_, id)| id.clone()));
+
+    for id in candidates {
+        let record = SandboxRecord::load(&paths.sandbox_dir(&id));
+        if record.as_ref().is_some_and(SandboxRecord::owner_alive) {
+            report.live.push(id);
+            continue;
+        }
+        let lease = record.and_then(|r| r.id_slot.map(|slot| (slot, r.id_slot_persistent)));
+        let lease = lease
+            .or_else(|| {
+                leases
+                    .iter()
+                    .find(|(_, owner)| *owner == id)
+                    .map(|(slot, _)| (*slot, false))
+            })
+            .map(|(slot, persistent)| IdLease {
+                slot,
+                host_base: 0,
+                count: 0,
+                persistent,
+            });
+        report.warnings.extend(remove_sandbox(paths, &id, lease));
+        report.removed.push(id);
+    }
+    report
+}
+
+/// Removes one sandbox's host-side remains; returns what could not be removed.
+pub fn remove_sandbox(paths: &StatePaths, id: &str, lease: Option<IdLease>) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if let Err(err) = cgroup::destroy(id) {
+        warnings.push(format!("cgroup of {id}: {}", error_chain(&err)));
+    }
+    for dir in [paths.containers_dir().join(id), paths.sandbox_dir(id)] {
+        match fs::remove_dir_all(&dir) {
+            Err(err) if err.kind() != io::ErrorKind::NotFound => {
+                warnings.push(format!("{}: {err}", dir.display()));
+            }
+            _ => {}
+        }
+    }
+    if let Some(lease) = lease {
+        if let Err(err) = IdAllocator::new(paths.ids_dir()).release(&lease) {
+            warnings.push(format!("id range of {id}: {}", error_chain(&err)));
+        }
+    }
+    warnings
+}

@@ -1,0 +1,83 @@
+//! The on-disk record of a live sandbox: which moat process owns it, so `moat gc` can tell
+//! a running sandbox from the remains of one whose moat was killed.
+
+use std::fs;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Written to `<sandbox dir>/record.json` before anything else of the sandbox exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxRecord {
+    /// Sandbox id.
+    pub id: String,
+    /// The moat process that runs it.
+    pub owner_pid: i32,
+    /// That process's start time (clock ticks since boot), to survive pid reuse.
+    pub owner_start_ticks: u64,
+    /// The id range slot, once leased.
+    pub id_slot: Option<u32>,
+    /// Whether the slot belongs to a named identity (kept after the sandbox).
+    pub id_slot_persistent: bool,
+}
+
+impl SandboxRecord {
+    /// A record owned by the calling process.
+    pub fn for_current_process(id: &str) -> Self {
+        let pid = std::process::id();
+        Self {
+            id: id.to_string(),
+            owner_pid: i32::try_from(pid).unwrap_or(-1),
+            owner_start_ticks: start_ticks(pid).unwrap_or(0),
+            id_slot: None,
+            id_slot_persistent: false,
+        }
+    }
+
+    /// Whether the owning moat process still runs.
+    pub fn owner_alive(&self) -> bool {
+        u32::try_from(self.owner_pid)
+            .ok()
+            .and_then(start_ticks)
+            .is_some_and(|ticks| ticks == self.owner_start_ticks)
+    }
+
+    /// Saves the record in `dir`.
+    pub fn save(&self, dir: &Path) -> std::io::Result<()> {
+        let tmp = dir.join("record.json.tmp");
+        fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?,
+        )?;
+        fs::rename(tmp, dir.join("record.json"))
+    }
+
+    /// Loads the record of `dir`, if any.
+    pub fn load(dir: &Path) -> Option<Self> {
+        serde_json::from_slice(&fs::read(dir.join("record.json")).ok()?).ok()
+    }
+}
+
+/// Field 22 of /proc/PID/stat.
+fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: fields start after the last ')'.
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_record_is_alive_and_a_stale_one_is_not() {
+        let record = SandboxRecord::for_current_process("x");
+        assert!(record.owner_alive());
+        let stale = SandboxRecord {
+            owner_start_ticks: record.owner_start_ticks + 1,
+            ..record
+        };
+        assert!(!stale.owner_alive());
+    }
+}

@@ -1,0 +1,322 @@
+//! The sandbox's root, prepared on the host before the container starts.
+//!
+//! Host-system mode builds a fresh root in the sandbox's state directory: read-only views
+//! of the system directories (or the same symlinks, on merged-/usr hosts), the /etc
+//! allowlist, and moat's own passwd/group/hosts. Nothing else of the host is there: no
+//! /root, /home, /var, /run, /srv or /tmp. Image mode uses an unpacked image read-only and
+//! only adds mount points and moat's generated /etc files on top.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{symlink, DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use moat_policy::{HomePlan, Plan, RootPlan, SANDBOX_UID, SANDBOX_USER};
+use serde_json::{json, Value};
+use thiserror::Error;
+
+use crate::idmap::IdLease;
+
+/// The root could not be prepared, or an input path is unusable.
+#[derive(Debug, Error)]
+pub enum RootfsError {
+    /// `--rootfs` is not an existing directory.
+    #[error("--rootfs {0}: not an existing directory")]
+    RootfsNotDirectory(PathBuf),
+    /// The home is a symlink or has one in its path.
+    #[error("--home {0}: the path is or passes through a symlink; give the real directory")]
+    HomeSymlink(PathBuf),
+    /// The home exists but is not a directory.
+    #[error("--home {0}: exists and is not a directory")]
+    HomeNotDirectory(PathBuf),
+    /// A directory above the home or image is closed to other users.
+    #[error("{path}: not searchable by other users (mode {mode:o}); the sandbox's unprivileged root must pass through it to mount {what} (chmod o+x {path})")]
+    NotSearchable {
+        /// The closed directory.
+        path: PathBuf,
+        /// Its mode.
+        mode: u32,
+        /// Home or image.
+        what: &'static str,
+    },
+    /// Filesystem trouble.
+    #[error("{action} {path}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> RootfsError {
+    let path = path.to_path_buf();
+    move |source| RootfsError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// Checks the plan's host paths without changing anything.
+pub fn preflight(plan: &Plan) -> Result<(), RootfsError> {
+    if let RootPlan::Image { host_path } = &plan.filesystem.root {
+        let meta = fs::symlink_metadata(host_path)
+            .map_err(|_| RootfsError::RootfsNotDirectory(host_path.clone()))?;
+        if !meta.is_dir() {
+            return Err(RootfsError::RootfsNotDirectory(host_path.clone()));
+        }
+        check_searchable(host_path, "the image")?;
+    }
+    if let HomePlan::Bind { host_path } = &plan.filesystem.home {
+        match fs::symlink_metadata(host_path) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(RootfsError::HomeSymlink(host_path.clone()))
+            }
+            Ok(meta) if !meta.is_dir() => {
+                return Err(RootfsError::HomeNotDirectory(host_path.clone()))
+            }
+            Ok(_) => {
+                let real = fs::canonicalize(host_path).map_err(io_err("resolve", host_path))?;
+                if &real != host_path {
+                    return Err(RootfsError::HomeSymlink(host_path.clone()));
+                }
+            }
+            // A missing home is created at start; its parent must be real.
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                if let Some(parent) = nearest_existing_ancestor(host_path) {
+                    let real = fs::canonicalize(&parent).map_err(io_err("resolve", &parent))?;
+                    if real != parent {
+                        return Err(RootfsError::HomeSymlink(host_path.clone()));
+                    }
+                }
+            }
+            Err(err) => return Err(io_err("inspect", host_path)(err)),
+        }
+        check_searchable(host_path, "the home")?;
+    }
+    Ok(())
+}
+
+fn nearest_existing_ancestor(path: &Path) -> Option<PathBuf> {
+    path.ancestors()
+        .skip(1)
+        .find(|p| p.exists())
+        .map(Path::to_path_buf)
+}
+
+fn check_searchable(path: &Path, what: &'static str) -> Result<(), RootfsError> {
+    for ancestor in path.ancestors().skip(1) {
+        if let Ok(meta) = fs::metadata(ancestor) {
+            if meta.mode() & 0o001 == 0 {
+                return Err(RootfsError::NotSearchable {
+                    path: ancestor.to_path_buf(),
+                    mode: meta.mode() & 0o7777,
+                    what,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A prepared root: its host path and the mounts that build it.
+#[derive(Debug, Clone)]
+pub struct PreparedRoot {
+    /// Host path of the root directory.
+    pub path: PathBuf,
+    /// OCI mounts of system directories, /etc entries and generated files.
+    pub mounts: Vec<Value>,
+}
+
+/// Creates the home if needed and gives it to the sandbox user's host uid.
+pub fn prepare_home(plan: &Plan, lease: &IdLease) -> Result<(), RootfsError> {
+    let HomePlan::Bind { host_path } = &plan.filesystem.home else {
+        return Ok(());
+    };
+    if !host_path.exists() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(host_path)
+            .map_err(io_err("create home", host_path))?;
+    }
+    let owner = lease.host_id(SANDBOX_UID);
+    let meta = fs::metadata(host_path).map_err(io_err("inspect", host_path))?;
+    if meta.uid() != owner || meta.gid() != owner {
+        std::os::unix::fs::chown(host_path, Some(owner), Some(owner))
+            .map_err(io_err("give the home to the sandbox user", host_path))?;
+    }
+    if meta.mode() & 0o077 != 0 {
+        fs::set_permissions(host_path, fs::Permissions::from_mode(0o700))
+            .map_err(io_err("close the home to other users", host_path))?;
+    }
+    Ok(())
+}
+
+/// Builds the root (host-system mode) or readies the image, plus generated /etc files.
+pub fn prepare_root(plan: &Plan, sandbox_dir: &Path) -> Result<PreparedRoot, RootfsError> {
+    let generated = sandbox_dir.join("etc");
+    mkdir(&generated, 0o755)?;
+    let (root, mut mounts, image_etc) = match &plan.filesystem.root {
+        RootPlan::HostSystem {
+            system_dirs,
+            etc_allowlist,
+        } => {
+            let root = sandbox_dir.join("rootfs");
+            mkdir(&root, 0o755)?;
+            let mut mounts = Vec::new();
+            for dir in system_dirs {
+                mirror(
+                    Path::new(dir),
+                    &root,
+                    &mut mounts,
+                    &["rbind", "ro", "nosuid", "nodev"],
+                )?;
+            }
+            mkdir(&root.join("etc"), 0o755)?;
+            for entry in etc_allowlist {
+                mirror(
+                    Path::new(entry),
+                    &root,
+                    &mut mounts,
+                    &["rbind", "ro", "nosuid", "nodev", "noexec"],
+                )?;
+            }
+            mkdir(&root.join("var"), 0o755)?;
+            if !root.join("var/tmp").exists() {
+                symlink("/tmp", root.join("var/tmp")).map_err(io_err("link", &root))?;
+            }
+            (root, mounts, None)
+        }
+        RootPlan::Image { host_path } => {
+            (host_path.clone(), Vec::new(), Some(host_path.join("etc")))
+        }
+    };
+    for dir in ["proc", "dev", "sys", "tmp", "home", "etc"] {
+        mkdir(&root.join(dir), 0o755)?;
+    }
+    mkdir(
+        &root.join(plan.filesystem.home_path.trim_start_matches('/')),
+        0o755,
+    )?;
+
+    let files = generated_files(plan, image_etc.as_deref());
+    for (name, contents) in files {
+        let source = generated.join(name);
+        fs::write(&source, contents).map_err(io_err("write", &source))?;
+        let target = root.join("etc").join(name);
+        if fs::symlink_metadata(&target).is_err() {
+            fs::write(&target, b"").map_err(io_err("create mount point", &target))?;
+        }
+        mounts.push(bind(
+            &source,
+            &format!("/etc/{name}"),
+            &["bind", "ro", "nosuid", "nodev", "noexec"],
+        ));
+    }
+    Ok(PreparedRoot { path: root, mounts })
+}
+
+fn mkdir(path: &Path, mode: u32) -> Result<(), RootfsError> {
+    match fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)
+    {
+        Ok(()) => Ok(()),
+        Err(err) => Err(io_err("create directory", path)(err)),
+    }
+}
+
+/// Reproduces a host path in the root: the same symlink, or a read-only bind of a
+/// directory or file. Missing host paths are skipped.
+fn mirror(
+    host: &Path,
+    root: &Path,
+    mounts: &mut Vec<Value>,
+    options: &[&str],
+) -> Result<(), RootfsError> {
+    let Ok(meta) = fs::symlink_metadata(host) else {
+        return Ok(());
+    };
+    let inside = root.join(host.strip_prefix("/").unwrap_or(host));
+    if let Some(parent) = inside.parent() {
+        mkdir(parent, 0o755)?;
+    }
+    if meta.file_type().is_symlink() {
+        let target = fs::read_link(host).map_err(io_err("read link", host))?;
+        if fs::symlink_metadata(&inside).is_err() {
+            symlink(&target, &inside).map_err(io_err("link", &inside))?;
+        }
+        return Ok(());
+    }
+    if meta.is_dir() {
+        mkdir(&inside, 0o755)?;
+    } else if meta.is_file() {
+        if fs::symlink_metadata(&inside).is_err() {
+            fs::write(&inside, b"").map_err(io_err("create mount point", &inside))?;
+        }
+    } else {
+        return Ok(());
+    }
+    mounts.push(bind(host, &host.display().to_string(), options));
+    Ok(())
+}
+
+fn bind(source: &Path, destination: &str, options: &[&str]) -> Value {
+    json!({
+        "destination": destination,
+        "type": "bind",
+        "source": source,
+        "options": options,
+    })
+}
+
+/// passwd, group, hostname, hosts and resolv.conf of the sandbox.
+fn generated_files(plan: &Plan, image_etc: Option<&Path>) -> Vec<(&'static str, String)> {
+    let home = &plan.filesystem.home_path;
+    let user = SANDBOX_USER;
+    let uid = SANDBOX_UID;
+    let keep = |file: &str| -> String {
+        let Some(etc) = image_etc else {
+            return String::new();
+        };
+        fs::read_to_string(etc.join(file))
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| {
+                let mut fields = line.split(':');
+                let name = fields.next().unwrap_or("");
+                let id = fields.nth(1).unwrap_or("");
+                name != user && id != uid.to_string()
+            })
+            .map(|line| format!("{line}\n"))
+            .collect()
+    };
+    let mut passwd = keep("passwd");
+    if image_etc.is_none() {
+        passwd.push_str("root:x:0:0:root:/root:/usr/sbin/nologin\n");
+        passwd.push_str("nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n");
+    }
+    passwd.push_str(&format!("{user}:x:{uid}:{uid}:{user}:{home}:/bin/bash\n"));
+    let mut group = keep("group");
+    if image_etc.is_none() {
+        group.push_str("root:x:0:\ntty:x:5:\nnogroup:x:65534:\n");
+    }
+    group.push_str(&format!("{user}:x:{uid}:\n"));
+    let hostname = &plan.hostname;
+    vec![
+        ("passwd", passwd),
+        ("group", group),
+        ("hostname", format!("{hostname}\n")),
+        (
+            "hosts",
+            format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback {hostname}\n"),
+        ),
+        ("resolv.conf", "# this sandbox has no network beyond loopback\n".to_string()),
+    ]
+}

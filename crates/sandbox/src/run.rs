@@ -1,0 +1,273 @@
+//! Running one sandbox in the foreground: the start-up checklist, the wait, the clean-up.
+//!
+//! Called from the single-threaded `moat` CLI (libcontainer forks the calling process).
+//! Every resource made here is recorded before it is made and removed on every exit path;
+//! what a SIGKILL of moat leaves behind, `moat gc` removes.
+
+use std::fs;
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::Container;
+use libcontainer::syscall::syscall::SyscallType;
+use moat_policy::Plan;
+use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use thiserror::Error;
+
+use crate::cgroup::{CgroupError, CgroupFacts};
+use crate::executor::{error_chain, MoatExecutor};
+use crate::idmap::{IdAllocator, IdError, IdLease};
+use crate::init::FORWARDED;
+use crate::landlock::LandlockError;
+use crate::paths::StatePaths;
+use crate::record::SandboxRecord;
+use crate::rootfs::{self, RootfsError};
+use crate::seccomp::{self, SeccompError};
+use crate::{gc, landlock, spec};
+
+/// The sandbox could not be set up. Each variant names the wall or step that failed.
+#[derive(Debug, Error)]
+pub enum SandboxError {
+    /// moat needs root (rootless mode is not supported yet).
+    #[error("moat must run as root to create sandboxes (rootless mode is not supported yet)")]
+    NotRoot,
+    /// An input path is unusable.
+    #[error("filesystem")]
+    Rootfs(#[from] RootfsError),
+    /// Landlock cannot be enforced as the profile requires.
+    #[error("landlock")]
+    Landlock(#[from] LandlockError),
+    /// The seccomp filter cannot be built.
+    #[error("seccomp")]
+    Seccomp(#[from] SeccompError),
+    /// cgroups cannot enforce the limits.
+    #[error("cgroups")]
+    Cgroup(#[from] CgroupError),
+    /// No id range.
+    #[error("user namespace")]
+    Ids(#[from] IdError),
+    /// A sandbox with this id exists.
+    #[error("a sandbox with id {0} already exists")]
+    Exists(String),
+    /// moat's own state could not be written.
+    #[error("cannot write sandbox state in {path}")]
+    State {
+        /// Where.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// libcontainer failed to create or start the container (namespaces, mounts, cgroups).
+    #[error("container set-up (namespaces, mounts, cgroup limits): {0}")]
+    Container(String),
+    /// A wall applied inside the sandbox failed; nothing of the workload ran.
+    #[error("{wall}: {message}")]
+    Wall {
+        /// The wall.
+        wall: String,
+        /// What happened.
+        message: String,
+    },
+    /// Waiting for the sandbox failed.
+    #[error("supervising the sandbox")]
+    Wait(#[source] nix::Error),
+}
+
+impl SandboxError {
+    /// The error with all its causes on one line.
+    pub fn describe(&self) -> String {
+        error_chain(self)
+    }
+}
+
+/// How a sandbox ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunReport {
+    /// The status moat should exit with: the workload's, or 128+N for signal N.
+    pub status: i32,
+    /// Processes the kernel killed for lack of memory in the sandbox.
+    pub oom_kills: u64,
+    /// Problems while cleaning up (the run itself is over).
+    pub cleanup_warnings: Vec<String>,
+}
+
+/// Options of a foreground run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Where state lives.
+    pub paths: StatePaths,
+}
+
+/// Runs `plan` in the foreground and cleans up, whatever happens.
+pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunReport, SandboxError> {
+    // Checks first: nothing is created for a request that cannot succeed.
+    if !nix::unistd::geteuid().is_root() {
+        return Err(SandboxError::NotRoot);
+    }
+    rootfs::preflight(plan)?;
+    landlock::check_abi(&plan.landlock)?;
+    let cgroups = CgroupFacts::probe()?;
+    let filter = seccomp::compile(&plan.seccomp)?;
+
+    let mut sandbox = Sandbox::create(plan, &options.paths)?;
+    let result = sandbox.start_and_wait(plan, &cgroups, filter);
+    let oom_kills = cgroups.oom_kills(&plan.id);
+    let cleanup_warnings = sandbox.destroy();
+    let status = result?;
+    Ok(RunReport {
+        status,
+        oom_kills,
+        cleanup_warnings,
+    })
+}
+
+/// A sandbox's host-side resources, removed by [`Sandbox::destroy`].
+struct Sandbox {
+    paths: StatePaths,
+    id: String,
+    lease: Option<IdLease>,
+    container: Option<Container>,
+}
+
+impl Sandbox {
+    fn create(plan: &Plan, paths: &StatePaths) -> Result<Self, SandboxError> {
+        let state_err = |path: &std::path::Path| {
+            let path = path.to_path_buf();
+            move |source| SandboxError::State { path, source }
+        };
+        let sandboxes = paths.sandboxes_dir();
+        for dir in [
+            paths.run_dir().to_path_buf(),
+            sandboxes.clone(),
+            paths.containers_dir(),
+        ] {
+            fs::create_dir_all(&dir).map_err(state_err(&dir))?;
+            // Searchable (not readable) by others: each sandbox's unprivileged root must
+            // reach its own root directory and generated files through these.
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o711))
+                .map_err(state_err(&dir))?;
+        }
+        let dir = paths.sandbox_dir(&plan.id);
+        match fs::create_dir(&dir) {
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(SandboxError::Exists(plan.id.clone()))
+            }
+            other => other.map_err(state_err(&dir))?,
+        }
+        let mut sandbox = Sandbox {
+            paths: paths.clone(),
+            id: plan.id.clone(),
+            lease: None,
+            container: None,
+        };
+        let mut record = SandboxRecord::for_current_process(&plan.id);
+        record.save(&dir).map_err(state_err(&dir))?;
+        let lease =
+            IdAllocator::new(paths.ids_dir()).acquire(&plan.id, plan.identity.as_deref())?;
+        record.id_slot = Some(lease.slot);
+        record.id_slot_persistent = lease.persistent;
+        sandbox.lease = Some(lease);
+        record.save(&dir).map_err(state_err(&dir))?;
+        Ok(sandbox)
+    }
+
+    fn start_and_wait(
+        &mut self,
+        plan: &Plan,
+        cgroups: &CgroupFacts,
+        filter: seccomp::CompiledFilter,
+    ) -> Result<i32, SandboxError> {
+        let lease = self
+            .lease
+            .clone()
+            .ok_or(SandboxError::Exists(self.id.clone()))?;
+        let dir = self.paths.sandbox_dir(&self.id);
+        rootfs::prepare_home(plan, &lease)?;
+        let root = rootfs::prepare_root(plan, &dir)?;
+        let config = spec::oci_config(plan, &root, &lease, cgroups);
+        let bundle = dir.join("bundle");
+        spec::write_bundle(&bundle, &config).map_err(|source| SandboxError::State {
+            path: bundle.clone(),
+            source,
+        })?;
+
+        let (error_read, error_write): (OwnedFd, OwnedFd) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(SandboxError::Wait)?;
+        let executor = MoatExecutor::new(
+            plan.landlock.clone(),
+            filter,
+            plan.privileges.lock_securebits,
+            true,
+            error_write.as_raw_fd(),
+        );
+        // Block the signals we forward before the init exists, so none is lost between
+        // its creation and the wait loop (the init sets its own mask).
+        let mut forwarded = SigSet::empty();
+        for signal in FORWARDED {
+            forwarded.add(*signal);
+        }
+        forwarded.add(Signal::SIGCHLD);
+        nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&forwarded), None)
+            .map_err(SandboxError::Wait)?;
+
+        let container_err =
+            |e: libcontainer::error::LibcontainerError| SandboxError::Container(error_chain(&e));
+        let mut container = ContainerBuilder::new(self.id.clone(), SyscallType::default())
+            .with_executor(executor)
+            .with_root_path(self.paths.containers_dir())
+            .map_err(container_err)?
+            .validate_id()
+            .map_err(container_err)?
+            .as_init(&bundle)
+            .with_systemd(false)
+            .with_detach(false)
+            .build()
+            .map_err(container_err)?;
+        drop(error_write);
+        let init = container
+            .pid()
+            .ok_or_else(|| SandboxError::Container("the sandbox init has no pid".into()))?;
+        self.container = Some(container.clone());
+        container.start().map_err(container_err)?;
+
+        let status = loop {
+            let signal = forwarded.wait().map_err(SandboxError::Wait)?;
+            if signal != Signal::SIGCHLD {
+                let _ = kill(init, signal);
+            }
+            match waitpid(init, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(_, code)) => break code,
+                Ok(WaitStatus::Signaled(_, signal, _)) => break 128 + signal as i32,
+                Ok(_) => continue,
+                Err(nix::errno::Errno::ECHILD) => break 128 + Signal::SIGKILL as i32,
+                Err(err) => return Err(SandboxError::Wait(err)),
+            }
+        };
+        let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&forwarded), None);
+        let mut report = String::new();
+        let _ = fs::File::from(error_read).read_to_string(&mut report);
+        if let Some((wall, message)) = report.split_once('\t') {
+            return Err(SandboxError::Wall {
+                wall: wall.to_string(),
+                message: message.to_string(),
+            });
+        }
+        Ok(status)
+    }
+
+    /// Removes everything of the sandbox; returns what could not be removed.
+    fn destroy(&mut self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if let Some(mut container) = self.container.take() {
+            if let Err(err) = container.delete(true) {
+                warnings.push(format!("container state: {}", error_chain(&err)));
+            }
+        }
+        warnings.extend(gc::remove_sandbox(&self.paths, &self.id, self.lease.take()));
+        warnings
+    }
+}

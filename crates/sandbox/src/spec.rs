@@ -1,0 +1,127 @@
+//! The OCI runtime configuration (config.json) libcontainer executes, derived from a plan.
+//!
+//! Written as the JSON document itself, so it reads like the config.json an operator knows
+//! from runc. moat's own walls (Landlock, the seccomp filter, securebits, the tiny init)
+//! are not in it: they are applied by [`crate::executor`] inside the sandbox.
+
+use std::path::Path;
+
+use moat_policy::{HomePlan, Plan};
+use serde_json::{json, Value};
+
+use crate::cgroup::CgroupFacts;
+use crate::idmap::IdLease;
+use crate::paths::cgroup_path;
+use crate::rootfs::PreparedRoot;
+
+/// Capabilities the init keeps until moat's executor runs: CAP_NET_ADMIN to bring up
+/// loopback, CAP_SETPCAP to lock securebits and empty the bounding set. The executor
+/// drops both before anything of the workload runs.
+const SETUP_CAPABILITIES: &[&str] = &["CAP_SETPCAP", "CAP_NET_ADMIN"];
+
+fn size_option(bytes: u64) -> String {
+    format!("size={}k", bytes.div_ceil(1024))
+}
+
+/// Builds config.json for `plan`.
+pub fn oci_config(
+    plan: &Plan,
+    root: &PreparedRoot,
+    lease: &IdLease,
+    cgroups: &CgroupFacts,
+) -> Value {
+    let fs = &plan.filesystem;
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc",
+               "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+               "options": ["nosuid", "noexec", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+               "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+               "options": ["nosuid", "noexec", "nodev", "mode=1777", size_option(fs.shm_size_bytes)]}),
+        // /sys is an empty read-only tmpfs holding only the sandbox's own cgroup, so tools
+        // see their real limits without the rest of sysfs (devices, firmware, kernel).
+        json!({"destination": "/sys", "type": "tmpfs", "source": "tmpfs",
+               "options": ["nosuid", "noexec", "nodev", "mode=755", "size=64k"]}),
+        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+               "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
+    ];
+    mounts.extend(root.mounts.iter().cloned());
+    mounts.push(
+        json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+        "options": ["nosuid", "nodev", "mode=1777", size_option(fs.tmp_size_bytes)]}),
+    );
+    mounts.push(match &fs.home {
+        HomePlan::Bind { host_path } => json!({
+            "destination": fs.home_path, "type": "bind", "source": host_path,
+            "options": ["bind", "rw", "nosuid", "nodev"]}),
+        HomePlan::Ephemeral { size_bytes } => json!({
+            "destination": fs.home_path, "type": "tmpfs", "source": "tmpfs",
+            "options": ["nosuid", "nodev", "mode=700",
+                        format!("uid={}", plan.process.uid), format!("gid={}", plan.process.gid),
+                        size_option(*size_bytes)]}),
+    });
+
+    let id_map = json!([{"containerID": 0, "hostID": lease.host_base, "size": lease.count}]);
+    let rlimits: Vec<Value> = plan
+        .privileges
+        .rlimits
+        .iter()
+        .map(|r| json!({"type": r.resource, "hard": r.limit, "soft": r.limit}))
+        .collect();
+    let res = &plan.resources;
+    let mut memory = json!({"limit": res.memory_bytes});
+    if cgroups.memory_swap {
+        // OCI swap is memory+swap: equal to the limit means no swap at all.
+        memory["swap"] = json!(res.memory_bytes);
+    }
+    let mut resources = json!({
+        "devices": [{"allow": false, "access": "rwm"}],
+        "memory": memory,
+        "cpu": {"quota": res.cpu_quota_us, "period": res.cpu_period_us},
+        "pids": {"limit": res.pids},
+    });
+    if cgroups.io_weight {
+        resources["blockIO"] = json!({"weight": cgroups.scale_io_weight(res.io_weight)});
+    }
+    json!({
+        "ociVersion": "1.0.2",
+        "hostname": plan.hostname,
+        "root": {"path": root.path, "readonly": true},
+        "mounts": mounts,
+        "process": {
+            "terminal": false,
+            "user": {"uid": plan.process.uid, "gid": plan.process.gid, "additionalGids": []},
+            "args": plan.process.argv,
+            "env": plan.process.env,
+            "cwd": plan.process.cwd,
+            "capabilities": {
+                "bounding": SETUP_CAPABILITIES,
+                "effective": SETUP_CAPABILITIES,
+                "permitted": SETUP_CAPABILITIES,
+                "inheritable": [],
+                "ambient": [],
+            },
+            "rlimits": rlimits,
+            "noNewPrivileges": plan.privileges.no_new_privs,
+        },
+        "linux": {
+            "namespaces": plan.namespaces.iter().map(|ns| json!({"type": ns})).collect::<Vec<_>>(),
+            "uidMappings": id_map,
+            "gidMappings": id_map,
+            "cgroupsPath": cgroup_path(&plan.id),
+            "resources": resources,
+            "maskedPaths": fs.masked_paths,
+            "readonlyPaths": fs.readonly_paths.iter().map(String::as_str).chain(["/sys"]).collect::<Vec<_>>(),
+            "rootfsPropagation": "private",
+        },
+    })
+}
+
+/// Writes `config` as `bundle/config.json`.
+pub fn write_bundle(bundle: &Path, config: &Value) -> std::io::Result<()> {
+    std::fs::create_dir_all(bundle)?;
+    let text = serde_json::to_vec_pretty(config).map_err(std::io::Error::other)?;
+    std::fs::write(bundle.join("config.json"), text)
+}

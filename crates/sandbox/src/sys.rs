@@ -1,0 +1,162 @@
+//! The few raw syscalls no crate wraps for us. Every `unsafe` block of moat-sandbox lives
+//! here, each with the reason it is sound.
+#![allow(unsafe_code)]
+
+use std::io;
+
+/// A classic BPF instruction, as the kernel's `struct sock_filter`.
+pub type SockFilter = libc::sock_filter;
+
+/// Installs a seccomp filter on the calling thread (no_new_privs must already be set).
+pub fn seccomp_set_filter(program: &[SockFilter]) -> io::Result<()> {
+    let len = u16::try_from(program.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "seccomp program too long"))?;
+    let prog = libc::sock_fprog {
+        len,
+        filter: program.as_ptr().cast_mut(),
+    };
+    // SAFETY: `prog` points at `program`, which outlives the call; the kernel copies the
+    // instructions and keeps no pointer into our memory.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The host's Landlock ABI version, or the errno that says why there is none.
+pub fn landlock_abi() -> io::Result<u32> {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: with a null attribute pointer, size 0 and the VERSION flag, the syscall only
+    // returns a number; no memory is read or written.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(u32::try_from(rc).unwrap_or(0))
+    }
+}
+
+/// `prctl(option, arg2, 0, 0, 0)` for the integer-only options moat uses.
+pub fn prctl_int(option: libc::c_int, arg2: libc::c_ulong) -> io::Result<libc::c_int> {
+    // SAFETY: the options passed here (PR_SET_SECUREBITS, PR_SET_DUMPABLE, PR_SET_PDEATHSIG,
+    // PR_CAP_AMBIENT_CLEAR_ALL, PR_CAPBSET_DROP, PR_GET_*) take integers, not pointers.
+    let rc = unsafe {
+        libc::prctl(
+            option,
+            arg2,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// `_exit`: leaves a forked child without running the parent's atexit handlers or
+/// flushing its copies of the parent's buffers.
+pub fn exit_immediately(code: i32) -> ! {
+    // SAFETY: _exit has no preconditions and does not return.
+    unsafe { libc::_exit(code) }
+}
+
+extern "C" fn ignore_signal(_: libc::c_int) {}
+
+/// Installs a handler that does nothing for `signal`. A pid namespace's init drops
+/// signals it has no handler for, even blocked ones; with this handler they stay pending
+/// for `sigwait`.
+pub fn install_noop_handler(signal: nix::sys::signal::Signal) -> io::Result<()> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet};
+    let action = SigAction::new(
+        SigHandler::Handler(ignore_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    // SAFETY: the handler is async-signal-safe (it does nothing) and the process is
+    // single-threaded at this point.
+    unsafe { sigaction(signal, &action) }
+        .map(|_| ())
+        .map_err(io::Error::from)
+}
+
+/// Restores the default disposition of `signal` (in a child about to exec).
+pub fn default_handler(signal: nix::sys::signal::Signal) -> io::Result<()> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet};
+    let action = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    // SAFETY: SIG_DFL involves no code of ours.
+    unsafe { sigaction(signal, &action) }
+        .map(|_| ())
+        .map_err(io::Error::from)
+}
+
+/// Sets IFF_UP on a network interface of the current network namespace.
+pub fn interface_up(name: &str) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let socket = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(io::Error::from)?;
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    let bytes = name.as_bytes();
+    if bytes.len() >= request.ifr_name.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "interface name too long",
+        ));
+    }
+    for (slot, byte) in request.ifr_name.iter_mut().zip(bytes) {
+        *slot = *byte as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads ifr_name and writes ifr_ifru.ifru_flags of `request`,
+    // which is a valid, exclusively borrowed ifreq for the duration of the call.
+    if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut request) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the union field was just written by the kernel as flags.
+    unsafe { request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    // SAFETY: as above; SIOCSIFFLAGS only reads `request`.
+    if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &request) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `fork()` for a process known to be single-threaded (the sandbox's init), so the child
+/// may run arbitrary code, not only async-signal-safe functions.
+pub fn fork_single_threaded() -> io::Result<nix::unistd::ForkResult> {
+    // SAFETY: callers are single-threaded processes (the sandbox init, which libcontainer
+    // creates with clone and which starts no threads), so no lock can be held by a thread
+    // that does not exist in the child.
+    unsafe { nix::unistd::fork() }.map_err(io::Error::from)
+}
+
+/// Writes to a descriptor known only by number (inherited across clone).
+pub fn write_raw(fd: std::os::fd::RawFd, bytes: &[u8]) -> io::Result<usize> {
+    // SAFETY: write(2) reads `bytes.len()` bytes from a valid slice; an invalid or closed
+    // descriptor yields EBADF, not undefined behaviour.
+    let rc = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+    usize::try_from(rc).map_err(|_| io::Error::last_os_error())
+}
