@@ -51,6 +51,9 @@ pub struct RunArgs {
     /// Size cap of the private /tmp.
     #[arg(long, value_name = "SIZE")]
     tmp_size: Option<String>,
+    /// Sandbox id (1 to 64 of a-z, 0-9); random when not given.
+    #[arg(long, value_name = "ID")]
+    id: Option<String>,
     /// Print the compiled plan as JSON and start nothing.
     #[arg(long)]
     dry_run: bool,
@@ -84,7 +87,7 @@ impl RunArgs {
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(RunRequest {
-            id: random_id(),
+            id: self.id.clone().unwrap_or_else(random_id),
             argv: self.command.clone(),
             rootfs: self.rootfs.clone(),
             home: self.home.clone(),

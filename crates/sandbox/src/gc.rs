@@ -72,7 +72,16 @@ pub fn remove_sandbox(paths: &StatePaths, id: &str, lease: Option<IdLease>) -> V
     if let Err(err) = cgroup::destroy(id) {
         warnings.push(format!("cgroup of {id}: {}", error_chain(&err)));
     }
-    for dir in [paths.containers_dir().join(id), paths.sandbox_dir(id)] {
+    let sandbox_dir = paths.sandbox_dir(id);
+    if !crate::rootfs::release_root(&sandbox_dir) {
+        // Deleting through a mount could reach into a user's image: leave it for later.
+        warnings.push(format!(
+            "{} still has a mount; not removed (run `moat gc` again)",
+            sandbox_dir.display()
+        ));
+        return warnings;
+    }
+    for dir in [paths.containers_dir().join(id), sandbox_dir] {
         match fs::remove_dir_all(&dir) {
             Err(err) if err.kind() != io::ErrorKind::NotFound => {
                 warnings.push(format!("{}: {err}", dir.display()));

@@ -12,6 +12,7 @@ use std::os::unix::fs::{symlink, DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use moat_policy::{HomePlan, Plan, RootPlan, SANDBOX_UID, SANDBOX_USER};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use serde_json::{json, Value};
 use thiserror::Error;
 
@@ -38,6 +39,17 @@ pub enum RootfsError {
         mode: u32,
         /// Home or image.
         what: &'static str,
+    },
+    /// A mount moat makes in its own mount namespace failed.
+    #[error("cannot {action} {path}")]
+    Mount {
+        /// What was being mounted.
+        action: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: nix::Error,
     },
     /// Filesystem trouble.
     #[error("{action} {path}")]
@@ -157,18 +169,61 @@ pub fn prepare_home(plan: &Plan, lease: &IdLease) -> Result<(), RootfsError> {
     Ok(())
 }
 
+/// Moves the calling process into a mount namespace of its own, with every mount private.
+///
+/// The sandbox's root and generated files are mounted there, so the host's mount table
+/// never holds them and they disappear with moat even when it is killed.
+pub fn isolate_mounts() -> Result<(), RootfsError> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(|source| {
+        RootfsError::Mount {
+            action: "enter a private mount namespace for",
+            path: PathBuf::from("/"),
+            source,
+        }
+    })?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|source| RootfsError::Mount {
+        action: "make private",
+        path: PathBuf::from("/"),
+        source,
+    })
+}
+
+fn mount_tmpfs(path: &Path, options: &str) -> Result<(), RootfsError> {
+    mount(
+        Some("tmpfs"),
+        path,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(options),
+    )
+    .map_err(|source| RootfsError::Mount {
+        action: "mount a tmpfs on",
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 /// Builds the root (host-system mode) or readies the image, plus generated /etc files.
+/// Must run after [`isolate_mounts`].
 pub fn prepare_root(plan: &Plan, sandbox_dir: &Path) -> Result<PreparedRoot, RootfsError> {
-    let generated = sandbox_dir.join("etc");
-    mkdir(&generated, 0o755)?;
-    let (root, mut mounts, image_etc) = match &plan.filesystem.root {
+    let root = sandbox_dir.join("rootfs");
+    mkdir(&root, 0o755)?;
+    let mut mounts = Vec::new();
+    let image_etc = match &plan.filesystem.root {
         RootPlan::HostSystem {
             system_dirs,
             etc_allowlist,
         } => {
-            let root = sandbox_dir.join("rootfs");
-            mkdir(&root, 0o755)?;
-            let mut mounts = Vec::new();
+            // A tmpfs of its own: nosuid and nodev at the root too, and nothing in the
+            // sandbox's mountinfo names a host path for it.
+            mount_tmpfs(&root, "mode=755,size=4m")?;
             for dir in system_dirs {
                 mirror(
                     Path::new(dir),
@@ -187,16 +242,52 @@ pub fn prepare_root(plan: &Plan, sandbox_dir: &Path) -> Result<PreparedRoot, Roo
                 )?;
             }
             mkdir(&root.join("var"), 0o755)?;
-            if !root.join("var/tmp").exists() {
-                symlink("/tmp", root.join("var/tmp")).map_err(io_err("link", &root))?;
-            }
-            (root, mounts, None)
+            symlink("/tmp", root.join("var/tmp")).map_err(io_err("link", &root))?;
+            None
         }
         RootPlan::Image { host_path } => {
-            (host_path.clone(), Vec::new(), Some(host_path.join("etc")))
+            // Mount points are created in the image itself, before it is bound read-only.
+            for dir in ["proc", "dev", "sys/fs/cgroup", "tmp", "home", "etc"] {
+                mkdir(&host_path.join(dir), 0o755)?;
+            }
+            mkdir(
+                &host_path.join(plan.filesystem.home_path.trim_start_matches('/')),
+                0o755,
+            )?;
+            for name in GENERATED {
+                let target = host_path.join("etc").join(name);
+                if fs::symlink_metadata(&target).is_err() {
+                    fs::write(&target, b"").map_err(io_err("create mount point", &target))?;
+                }
+            }
+            let bind_err = |action| {
+                let path = root.clone();
+                move |source| RootfsError::Mount {
+                    action,
+                    path,
+                    source,
+                }
+            };
+            mount(
+                Some(host_path.as_path()),
+                &root,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(bind_err("bind the image on"))?;
+            mount(
+                None::<&str>,
+                &root,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                None::<&str>,
+            )
+            .map_err(bind_err("remount nosuid,nodev"))?;
+            Some(host_path.join("etc"))
         }
     };
-    for dir in ["proc", "dev", "sys", "tmp", "home", "etc"] {
+    for dir in ["proc", "dev", "sys/fs/cgroup", "tmp", "home"] {
         mkdir(&root.join(dir), 0o755)?;
     }
     mkdir(
@@ -205,20 +296,50 @@ pub fn prepare_root(plan: &Plan, sandbox_dir: &Path) -> Result<PreparedRoot, Roo
     )?;
 
     let files = generated_files(plan, image_etc.as_deref());
-    for (name, contents) in files {
-        let source = generated.join(name);
-        fs::write(&source, contents).map_err(io_err("write", &source))?;
-        let target = root.join("etc").join(name);
-        if fs::symlink_metadata(&target).is_err() {
-            fs::write(&target, b"").map_err(io_err("create mount point", &target))?;
+    if image_etc.is_none() {
+        for (name, contents) in files {
+            let path = root.join("etc").join(name);
+            fs::write(&path, contents).map_err(io_err("write", &path))?;
         }
-        mounts.push(bind(
-            &source,
-            &format!("/etc/{name}"),
-            &["bind", "ro", "nosuid", "nodev", "noexec"],
-        ));
+    } else {
+        let generated = sandbox_dir.join("etc");
+        mkdir(&generated, 0o755)?;
+        mount_tmpfs(&generated, "mode=755,size=1m")?;
+        for (name, contents) in files {
+            let source = generated.join(name);
+            fs::write(&source, contents).map_err(io_err("write", &source))?;
+            mounts.push(bind(
+                &source,
+                &format!("/etc/{name}"),
+                &["bind", "ro", "nosuid", "nodev", "noexec"],
+            ));
+        }
     }
     Ok(PreparedRoot { path: root, mounts })
+}
+
+/// Files moat writes for every sandbox.
+const GENERATED: [&str; 5] = ["passwd", "group", "hostname", "hosts", "resolv.conf"];
+
+/// Unmounts what [`prepare_root`] mounted in moat's namespace. Returns whether the
+/// sandbox directory is now free of mounts, so that deleting it cannot reach into an image.
+pub fn release_root(sandbox_dir: &Path) -> bool {
+    let mut clean = true;
+    for path in [sandbox_dir.join("rootfs"), sandbox_dir.join("etc")] {
+        match umount2(&path, MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+            Err(_) => clean = false,
+        }
+        clean &= !is_mount_point(&path, sandbox_dir);
+    }
+    clean
+}
+
+fn is_mount_point(path: &Path, parent: &Path) -> bool {
+    match (fs::symlink_metadata(path), fs::symlink_metadata(parent)) {
+        (Ok(inner), Ok(outer)) => inner.dev() != outer.dev(),
+        _ => false,
+    }
 }
 
 fn mkdir(path: &Path, mode: u32) -> Result<(), RootfsError> {

@@ -109,6 +109,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunReport, SandboxError>
     }
     rootfs::preflight(plan)?;
     landlock::check_abi(&plan.landlock)?;
+    rootfs::isolate_mounts()?;
     let cgroups = CgroupFacts::probe()?;
     let filter = seccomp::compile(&plan.seccomp)?;
 

@@ -40,10 +40,8 @@ pub fn oci_config(
                "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
         json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
                "options": ["nosuid", "noexec", "nodev", "mode=1777", size_option(fs.shm_size_bytes)]}),
-        // /sys is an empty read-only tmpfs holding only the sandbox's own cgroup, so tools
-        // see their real limits without the rest of sysfs (devices, firmware, kernel).
-        json!({"destination": "/sys", "type": "tmpfs", "source": "tmpfs",
-               "options": ["nosuid", "noexec", "nodev", "mode=755", "size=64k"]}),
+        // /sys is an empty directory of the read-only root holding only the sandbox's own
+        // cgroup, so tools see their real limits without the rest of sysfs.
         json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
                "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
     ];
@@ -113,10 +111,31 @@ pub fn oci_config(
             "cgroupsPath": cgroup_path(&plan.id),
             "resources": resources,
             "maskedPaths": fs.masked_paths,
-            "readonlyPaths": fs.readonly_paths.iter().map(String::as_str).chain(["/sys"]).collect::<Vec<_>>(),
+            "readonlyPaths": readonly_paths(plan, cgroups),
             "rootfsPropagation": "private",
         },
     })
+}
+
+/// The plan's read-only paths plus the cgroup mounts: on cgroup v1 the mount's own `ro`
+/// option does not reach the per-controller mounts libcontainer makes.
+fn readonly_paths(plan: &Plan, cgroups: &CgroupFacts) -> Vec<String> {
+    let mut paths = plan.filesystem.readonly_paths.clone();
+    if cgroups.unified {
+        paths.push("/sys/fs/cgroup".into());
+    } else {
+        let hierarchies = std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten();
+        for entry in hierarchies {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name != "unified" && entry.file_type().is_ok_and(|t| t.is_dir()) {
+                paths.push(format!("/sys/fs/cgroup/{name}"));
+            }
+        }
+    }
+    paths
 }
 
 /// Writes `config` as `bundle/config.json`.
