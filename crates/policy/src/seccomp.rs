@@ -342,6 +342,7 @@ mod tests {
             "syslog",
             "iopl",
             "ioperm",
+            "modify_ldt",
         ] {
             assert!(
                 !profile.allow.iter().any(|a| a == name),
