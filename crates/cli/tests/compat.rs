@@ -3,6 +3,8 @@
 //! home from a local wheel, gcc building and running a program in the home, and an
 //! image given with --rootfs.
 
+#![allow(clippy::unwrap_used)] // test helpers may panic: a panic is a failed test
+
 mod common;
 
 use std::io::Write;

@@ -1,6 +1,8 @@
 //! The `moat run` contract: exit statuses, signal forwarding, stdio, and that every way
 //! a sandbox can end (including SIGKILL of moat itself, then `moat gc`) leaves nothing.
 
+#![allow(clippy::unwrap_used)] // test helpers may panic: a panic is a failed test
+
 mod common;
 
 use std::io::Write;
