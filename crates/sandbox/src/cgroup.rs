@@ -148,6 +148,29 @@ pub fn destroy(id: &str) -> Result<(), CgroupError> {
     manager.remove().map_err(|e| remove_err(e.to_string()))
 }
 
+/// Removes moat's parent cgroup in every hierarchy where it has no child left. A
+/// sandbox starting at the same moment makes the removal fail harmlessly (the directory
+/// is not empty) or recreates the parent.
+pub fn remove_empty_parents() {
+    let root = Path::new(CGROUP_ROOT);
+    let mut parents = vec![root.join("moat")];
+    if let Ok(hierarchies) = fs::read_dir(root) {
+        parents.extend(hierarchies.flatten().map(|h| h.path().join("moat")));
+    }
+    for parent in parents {
+        let has_children = fs::read_dir(&parent)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .any(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            })
+            .unwrap_or(true);
+        if !has_children {
+            let _ = fs::remove_dir(&parent);
+        }
+    }
+}
+
 /// Sandbox ids that have a cgroup under moat's parent cgroup on this host.
 pub fn sandbox_cgroups() -> Vec<String> {
     let mut ids = std::collections::BTreeSet::new();

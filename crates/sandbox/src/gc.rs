@@ -63,6 +63,9 @@ pub fn collect(paths: &StatePaths) -> GcReport {
         report.warnings.extend(remove_sandbox(paths, &id, lease));
         report.removed.push(id);
     }
+    if report.live.is_empty() {
+        cgroup::remove_empty_parents();
+    }
     report
 }
 
