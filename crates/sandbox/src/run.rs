@@ -71,9 +71,9 @@ pub enum SandboxError {
         /// What happened.
         message: String,
     },
-    /// Waiting for the sandbox failed.
+    /// Creating the set-up pipe, blocking signals or waiting for the sandbox failed.
     #[error("supervising the sandbox")]
-    Wait(#[source] nix::Error),
+    Supervise(#[source] nix::Error),
 }
 
 impl SandboxError {
@@ -102,6 +102,9 @@ pub struct RunOptions {
 }
 
 /// Runs `plan` in the foreground and cleans up, whatever happens.
+///
+/// Moves the calling process into a private mount namespace first (see
+/// [`rootfs::isolate_mounts`]); call it from a process that runs one sandbox.
 pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunReport, SandboxError> {
     // Checks first: nothing is created for a request that cannot succeed.
     if !nix::unistd::geteuid().is_root() {
@@ -129,7 +132,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunReport, SandboxError>
 struct Sandbox {
     paths: StatePaths,
     id: String,
-    lease: Option<IdLease>,
+    lease: IdLease,
     container: Option<Container>,
 }
 
@@ -159,20 +162,29 @@ impl Sandbox {
             }
             other => other.map_err(state_err(&dir))?,
         }
-        let mut sandbox = Sandbox {
-            paths: paths.clone(),
-            id: plan.id.clone(),
-            lease: None,
-            container: None,
-        };
         let mut record = SandboxRecord::for_current_process(&plan.id);
-        record.save(&dir).map_err(state_err(&dir))?;
-        let lease =
-            IdAllocator::new(paths.ids_dir()).acquire(&plan.id, plan.identity.as_deref())?;
+        let leased = record.save(&dir).map_err(state_err(&dir)).and_then(|()| {
+            IdAllocator::new(paths.ids_dir())
+                .acquire(&plan.id, plan.identity.as_deref())
+                .map_err(SandboxError::from)
+        });
+        let lease = match leased {
+            Ok(lease) => lease,
+            Err(err) => {
+                let _ = fs::remove_dir_all(&dir);
+                return Err(err);
+            }
+        };
         record.id_slot = Some(lease.slot);
         record.id_slot_persistent = lease.persistent;
-        sandbox.lease = Some(lease);
-        record.save(&dir).map_err(state_err(&dir))?;
+        let sandbox = Sandbox {
+            paths: paths.clone(),
+            id: plan.id.clone(),
+            lease,
+            container: None,
+        };
+        // Best effort: gc also finds a dead sandbox's lease by scanning the slots.
+        let _ = record.save(&dir);
         Ok(sandbox)
     }
 
@@ -182,14 +194,11 @@ impl Sandbox {
         cgroups: &CgroupFacts,
         filter: seccomp::CompiledFilter,
     ) -> Result<i32, SandboxError> {
-        let lease = self
-            .lease
-            .clone()
-            .ok_or(SandboxError::Exists(self.id.clone()))?;
+        let lease = &self.lease;
         let dir = self.paths.sandbox_dir(&self.id);
-        rootfs::prepare_home(plan, &lease)?;
+        rootfs::prepare_home(plan, lease)?;
         let root = rootfs::prepare_root(plan, &dir)?;
-        let config = spec::oci_config(plan, &root, &lease, cgroups);
+        let config = spec::oci_config(plan, &root, lease, cgroups);
         let bundle = dir.join("bundle");
         spec::write_bundle(&bundle, &config).map_err(|source| SandboxError::State {
             path: bundle.clone(),
@@ -197,7 +206,7 @@ impl Sandbox {
         })?;
 
         let (error_read, error_write): (OwnedFd, OwnedFd) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(SandboxError::Wait)?;
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(SandboxError::Supervise)?;
         let executor = MoatExecutor::new(
             plan.landlock.clone(),
             filter,
@@ -213,7 +222,7 @@ impl Sandbox {
         }
         forwarded.add(Signal::SIGCHLD);
         nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&forwarded), None)
-            .map_err(SandboxError::Wait)?;
+            .map_err(SandboxError::Supervise)?;
 
         let container_err =
             |e: libcontainer::error::LibcontainerError| SandboxError::Container(error_chain(&e));
@@ -236,7 +245,7 @@ impl Sandbox {
         container.start().map_err(container_err)?;
 
         let status = loop {
-            let signal = forwarded.wait().map_err(SandboxError::Wait)?;
+            let signal = forwarded.wait().map_err(SandboxError::Supervise)?;
             if signal != Signal::SIGCHLD {
                 let _ = kill(init, signal);
             }
@@ -245,7 +254,7 @@ impl Sandbox {
                 Ok(WaitStatus::Signaled(_, signal, _)) => break 128 + signal as i32,
                 Ok(_) => continue,
                 Err(nix::errno::Errno::ECHILD) => break 128 + Signal::SIGKILL as i32,
-                Err(err) => return Err(SandboxError::Wait(err)),
+                Err(err) => return Err(SandboxError::Supervise(err)),
             }
         };
         let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&forwarded), None);
@@ -268,7 +277,11 @@ impl Sandbox {
                 warnings.push(format!("container state: {}", error_chain(&err)));
             }
         }
-        warnings.extend(gc::remove_sandbox(&self.paths, &self.id, self.lease.take()));
+        warnings.extend(gc::remove_sandbox(
+            &self.paths,
+            &self.id,
+            Some(self.lease.clone()),
+        ));
         warnings
     }
 }
