@@ -52,13 +52,17 @@ fn main() {
     std::process::exit(code);
 }
 
-/// Logs go to stderr, off unless MOAT_LOG asks (e.g. MOAT_LOG=debug shows libcontainer's
-/// set-up steps).
+/// Logs go to stderr. By default only errors, which libcontainer logs with the cause of a
+/// failed set-up step ("failed to chdir e=ENOENT") that its returned error leaves out;
+/// MOAT_LOG=debug shows every set-up step.
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MOAT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .without_time()
+        .with_ansi(false)
+        .compact()
         .init();
 }

@@ -534,3 +534,23 @@ fn a_required_landlock_abi_the_host_lacks_stops_the_run() {
         0
     );
 }
+
+#[test]
+fn a_missing_home_is_created_traversable_above_and_closed_itself() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let home = scratch.join("homes/deeper/alice");
+    let ran = sh(
+        &["--home", home.to_str().unwrap()],
+        "touch $HOME/ok && stat -c %a $HOME",
+    );
+    assert_eq!(ran.status, 0, "{}", ran.stderr);
+    assert_eq!(ran.stdout.trim(), "700");
+    assert!(home.join("ok").exists());
+    for parent in [scratch.join("homes"), scratch.join("homes/deeper")] {
+        let mode = std::fs::metadata(&parent).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o755, "{} must stay traversable", parent.display());
+    }
+}

@@ -9,10 +9,12 @@
 //! 3. capabilities: securebits locked and every set emptied (the last use of CAP_SETPCAP);
 //! 4. Landlock: needs the final mounts, and must come before seccomp, which denies the
 //!    landlock syscalls;
-//! 5. signal set-up for the init;
-//! 6. seccomp: last, so that nothing after it needs a denied syscall; installed before the
+//! 5. the working directory, as the sandbox user behind Landlock, so it is reachable
+//!    exactly when the workload could reach it;
+//! 6. signal set-up for the init;
+//! 7. seccomp: last, so that nothing after it needs a denied syscall; installed before the
 //!    fork so the init is filtered as well as the workload;
-//! 7. fork: the child execs the workload, the parent becomes the sandbox's init.
+//! 8. fork: the child execs the workload, the parent becomes the sandbox's init.
 //!
 //! A failure writes `wall<TAB>message` to the set-up error pipe and exits; moat reports
 //! it as a set-up failure (exit 125) naming the wall.
@@ -30,6 +32,7 @@ use crate::{init, landlock, privileges, seccomp, sys};
 /// The walls moat applies itself, carried into the sandbox's init.
 #[derive(Clone)]
 pub struct MoatExecutor {
+    cwd: String,
     landlock: LandlockPlan,
     seccomp: Arc<CompiledFilter>,
     lock_securebits: bool,
@@ -40,6 +43,7 @@ pub struct MoatExecutor {
 impl MoatExecutor {
     /// An executor reporting set-up failures on `error_fd` (a pipe's write end, close-on-exec).
     pub fn new(
+        cwd: String,
         landlock: LandlockPlan,
         seccomp: CompiledFilter,
         lock_securebits: bool,
@@ -47,6 +51,7 @@ impl MoatExecutor {
         error_fd: RawFd,
     ) -> Self {
         Self {
+            cwd,
             landlock,
             seccomp: Arc::new(seccomp),
             lock_securebits,
@@ -79,6 +84,9 @@ impl MoatExecutor {
         }
         if let Err(err) = landlock::restrict_self(&self.landlock) {
             self.fail("landlock", error_chain(&err));
+        }
+        if let Err(err) = nix::unistd::chdir(self.cwd.as_str()) {
+            self.fail("workdir", format!("{}: {}", self.cwd, err.desc()));
         }
         if let Err(err) = init::prepare_signals() {
             self.fail("init", format!("cannot set up signal handling: {err}"));

@@ -150,8 +150,16 @@ pub fn prepare_home(plan: &Plan, lease: &IdLease) -> Result<(), RootfsError> {
         return Ok(());
     };
     if !host_path.exists() {
+        // Parents stay traversable (the sandbox's root passes through them to mount the
+        // home); the home itself is closed below.
+        if let Some(parent) = host_path.parent() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(parent)
+                .map_err(io_err("create the parent of the home", parent))?;
+        }
         fs::DirBuilder::new()
-            .recursive(true)
             .mode(0o700)
             .create(host_path)
             .map_err(io_err("create home", host_path))?;

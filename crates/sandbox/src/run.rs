@@ -208,6 +208,7 @@ impl Sandbox {
         let (error_read, error_write): (OwnedFd, OwnedFd) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(SandboxError::Supervise)?;
         let executor = MoatExecutor::new(
+            plan.process.cwd.clone(),
             plan.landlock.clone(),
             filter,
             plan.privileges.lock_securebits,

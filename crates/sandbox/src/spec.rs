@@ -93,7 +93,9 @@ pub fn oci_config(
             "user": {"uid": plan.process.uid, "gid": plan.process.gid, "additionalGids": []},
             "args": plan.process.argv,
             "env": plan.process.env,
-            "cwd": plan.process.cwd,
+            // moat's executor changes to the plan's directory itself, to report a missing
+            // one clearly; libcontainer only needs a directory that surely exists.
+            "cwd": "/",
             "capabilities": {
                 "bounding": SETUP_CAPABILITIES,
                 "effective": SETUP_CAPABILITIES,
