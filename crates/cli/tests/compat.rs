@@ -140,11 +140,9 @@ fn gcc_builds_and_runs_a_program_in_the_home() {
     assert_eq!(ran.stdout.trim(), "compiled inside");
 }
 
-#[test]
-fn an_image_rootfs_runs_read_only_with_moat_identity() {
-    if !require_root() {
-        return;
-    }
+/// A minimal image: a static busybox and its applets. None when the host has no static
+/// busybox (and MOAT_REQUIRE allows skipping).
+fn busybox_image(scratch: &Scratch) -> Option<std::path::PathBuf> {
     let busybox = Path::new("/bin/busybox");
     let is_static = std::process::Command::new("file")
         .arg(busybox)
@@ -154,16 +152,27 @@ fn an_image_rootfs_runs_read_only_with_moat_identity() {
         is_static,
         "a static /bin/busybox is needed to build a test image (apt-get install busybox-static)",
     ) {
-        return;
+        return None;
     }
-    let scratch = Scratch::new();
     let image = scratch.join("image");
     std::fs::create_dir_all(image.join("bin")).unwrap();
     std::fs::create_dir_all(image.join("etc")).unwrap();
     std::fs::copy(busybox, image.join("bin/busybox")).unwrap();
-    for applet in ["sh", "id", "cat", "touch", "ls", "hostname"] {
+    for applet in ["sh", "id", "cat", "touch", "ls", "hostname", "grep", "head"] {
         std::os::unix::fs::symlink("busybox", image.join("bin").join(applet)).unwrap();
     }
+    Some(image)
+}
+
+#[test]
+fn an_image_rootfs_runs_read_only_with_moat_identity() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let Some(image) = busybox_image(&scratch) else {
+        return;
+    };
     let mut passwd = std::fs::File::create(image.join("etc/passwd")).unwrap();
     writeln!(
         passwd,
@@ -195,4 +204,68 @@ fn an_image_rootfs_runs_read_only_with_moat_identity() {
         .unwrap()
         .contains(":old:"));
     assert_eq!(leftovers(&id), Vec::<String>::new());
+}
+
+#[test]
+fn a_malicious_image_cannot_make_moat_read_or_write_host_files() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let Some(image) = busybox_image(&scratch) else {
+        return;
+    };
+    // etc/passwd pointing at a host secret: moat merges the image's passwd, and must not
+    // follow the link on the host.
+    let secret = scratch.join("host-secret");
+    std::fs::write(&secret, "root:SECRET-HASH:0:0::/root:/bin/sh\n").unwrap();
+    std::os::unix::fs::symlink(&secret, image.join("etc/passwd")).unwrap();
+    let ran = run(
+        &["--rootfs", image.to_str().unwrap()],
+        &["/bin/sh", "-c", "cat /etc/passwd"],
+    );
+    assert_eq!(ran.status, 125, "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("/etc/passwd is a symlink"),
+        "{}",
+        ran.stderr
+    );
+    assert!(
+        !ran.stdout.contains("SECRET") && !ran.stderr.contains("SECRET"),
+        "the host file leaked"
+    );
+
+    // home pointing outside the image: moat must not create its mount point there.
+    let outside = scratch.join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::remove_file(image.join("etc/passwd")).unwrap();
+    let _ = std::fs::remove_dir_all(image.join("home"));
+    std::os::unix::fs::symlink(&outside, image.join("home")).unwrap();
+    let id = test_id("evilimage");
+    let refused = run(
+        &["--id", &id, "--rootfs", image.to_str().unwrap()],
+        &["/bin/true"],
+    );
+    assert_eq!(refused.status, 125, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("/home is a symlink"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        0,
+        "nothing created through the link"
+    );
+    assert_eq!(leftovers(&id), Vec::<String>::new());
+    // Control: the same image with a real home runs.
+    std::fs::remove_file(image.join("home")).unwrap();
+    assert_eq!(
+        run(
+            &["--rootfs", image.to_str().unwrap()],
+            &["/bin/sh", "-c", "true"]
+        )
+        .status,
+        0
+    );
 }

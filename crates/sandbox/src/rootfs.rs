@@ -7,8 +7,8 @@
 //! only adds mount points and moat's generated /etc files on top.
 
 use std::fs;
-use std::io;
-use std::os::unix::fs::{symlink, DirBuilderExt, MetadataExt, PermissionsExt};
+use std::io::{self, Read};
+use std::os::unix::fs::{symlink, DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use moat_policy::{HomePlan, Plan, RootPlan, SANDBOX_UID, SANDBOX_USER};
@@ -30,6 +30,14 @@ pub enum RootfsError {
     /// The home exists but is not a directory.
     #[error("--home {0}: exists and is not a directory")]
     HomeNotDirectory(PathBuf),
+    /// An image has a symlink or file where moat needs a directory.
+    #[error("--rootfs {image}: {path} is a symlink or not a directory; moat creates mount points only in real directories of an image")]
+    ImageLink {
+        /// The image.
+        image: PathBuf,
+        /// The path inside the image.
+        path: String,
+    },
     /// A directory above the home or image is closed to other users.
     #[error("{path}: not searchable by other users (mode {mode:o}); the sandbox's unprivileged root must pass through it to mount {what} (chmod o+x {path})")]
     NotSearchable {
@@ -254,20 +262,13 @@ pub fn prepare_root(plan: &Plan, sandbox_dir: &Path) -> Result<PreparedRoot, Roo
             None
         }
         RootPlan::Image { host_path } => {
-            // Mount points are created in the image itself, before it is bound read-only.
-            for dir in ["proc", "dev", "sys/fs/cgroup", "tmp", "home", "etc"] {
-                mkdir(&host_path.join(dir), 0o755)?;
+            // Mount points are created in the image itself, before it is bound read-only,
+            // never through a symlink: an image is untrusted input, and `home -> /root`
+            // must not make moat write on the host.
+            for dir in ["proc", "dev", "sys/fs/cgroup", "tmp", "etc"] {
+                image_dir(host_path, dir)?;
             }
-            mkdir(
-                &host_path.join(plan.filesystem.home_path.trim_start_matches('/')),
-                0o755,
-            )?;
-            for name in GENERATED {
-                let target = host_path.join("etc").join(name);
-                if fs::symlink_metadata(&target).is_err() {
-                    fs::write(&target, b"").map_err(io_err("create mount point", &target))?;
-                }
-            }
+            image_dir(host_path, plan.filesystem.home_path.trim_start_matches('/'))?;
             let bind_err = |action| {
                 let path = root.clone();
                 move |source| RootfsError::Mount {
@@ -314,6 +315,17 @@ pub fn prepare_root(plan: &Plan, sandbox_dir: &Path) -> Result<PreparedRoot, Roo
         mkdir(&generated, 0o755)?;
         mount_tmpfs(&generated, "mode=755,size=1m")?;
         for (name, contents) in files {
+            let image = image_etc.as_deref().and_then(Path::parent).unwrap_or(&root);
+            if !image_file(image, &format!("etc/{name}"))? {
+                if matches!(name, "passwd" | "group") {
+                    return Err(RootfsError::ImageLink {
+                        image: image.to_path_buf(),
+                        path: format!("/etc/{name}"),
+                    });
+                }
+                // A symlink (Ubuntu links resolv.conf into /run): leave the image's own.
+                continue;
+            }
             let source = generated.join(name);
             fs::write(&source, contents).map_err(io_err("write", &source))?;
             mounts.push(bind(
@@ -325,9 +337,6 @@ pub fn prepare_root(plan: &Plan, sandbox_dir: &Path) -> Result<PreparedRoot, Roo
     }
     Ok(PreparedRoot { path: root, mounts })
 }
-
-/// Files moat writes for every sandbox.
-const GENERATED: [&str; 5] = ["passwd", "group", "hostname", "hosts", "resolv.conf"];
 
 /// Unmounts what [`prepare_root`] mounted in moat's namespace. Returns whether the
 /// sandbox directory is now free of mounts, so that deleting it cannot reach into an image.
@@ -405,6 +414,112 @@ fn bind(source: &Path, destination: &str, options: &[&str]) -> Value {
     })
 }
 
+/// What a path inside an image is, found without following a symlink anywhere on the way.
+#[derive(Debug, PartialEq, Eq)]
+enum ImageEntry {
+    Missing,
+    Directory,
+    File,
+    /// A symlink (on the way or at the end), a device, a socket...
+    Other,
+}
+
+fn image_entry(image: &Path, relative: &str) -> Result<ImageEntry, RootfsError> {
+    let parts: Vec<&str> = relative.split('/').filter(|p| !p.is_empty()).collect();
+    let mut path = image.to_path_buf();
+    for (index, part) in parts.iter().enumerate() {
+        path.push(part);
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(ImageEntry::Missing),
+            Err(err) => return Err(io_err("inspect", &path)(err)),
+        };
+        let last = index + 1 == parts.len();
+        if meta.file_type().is_symlink() || (!last && !meta.is_dir()) {
+            return Ok(ImageEntry::Other);
+        }
+        if last {
+            return Ok(if meta.is_dir() {
+                ImageEntry::Directory
+            } else if meta.is_file() {
+                ImageEntry::File
+            } else {
+                ImageEntry::Other
+            });
+        }
+    }
+    Ok(ImageEntry::Directory)
+}
+
+/// Makes sure `relative` is a real directory of the image, creating what is missing one
+/// component at a time; a symlink or a file in the way is an error.
+fn image_dir(image: &Path, relative: &str) -> Result<(), RootfsError> {
+    let mut walked = String::new();
+    for part in relative.split('/').filter(|p| !p.is_empty()) {
+        if !walked.is_empty() {
+            walked.push('/');
+        }
+        walked.push_str(part);
+        match image_entry(image, &walked)? {
+            ImageEntry::Directory => {}
+            ImageEntry::Missing => {
+                let path = image.join(&walked);
+                fs::DirBuilder::new()
+                    .mode(0o755)
+                    .create(&path)
+                    .map_err(io_err("create mount point", &path))?;
+            }
+            ImageEntry::File | ImageEntry::Other => {
+                return Err(RootfsError::ImageLink {
+                    image: image.to_path_buf(),
+                    path: format!("/{walked}"),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Makes sure `relative` is a regular file of the image (creating an empty one if
+/// missing, in a real directory). Returns false when a symlink or special file is there.
+fn image_file(image: &Path, relative: &str) -> Result<bool, RootfsError> {
+    match image_entry(image, relative)? {
+        ImageEntry::File => Ok(true),
+        ImageEntry::Other | ImageEntry::Directory => Ok(false),
+        ImageEntry::Missing => {
+            let path = image.join(relative);
+            if let Some(parent) = Path::new(relative).parent().and_then(Path::to_str) {
+                image_dir(image, parent)?;
+            }
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .mode(0o644)
+                .open(&path)
+                .map_err(io_err("create mount point", &path))?;
+            Ok(true)
+        }
+    }
+}
+
+/// Reads a regular file of the image's /etc, never through a symlink.
+fn read_image_file(etc: &Path, name: &str) -> Option<String> {
+    let image = etc.parent()?;
+    if image_entry(image, &format!("etc/{name}")).ok()? != ImageEntry::File {
+        return None;
+    }
+    let mut text = String::new();
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(etc.join(name))
+        .ok()?
+        .read_to_string(&mut text)
+        .ok()?;
+    Some(text)
+}
+
 /// passwd, group, hostname, hosts and resolv.conf of the sandbox.
 fn generated_files(plan: &Plan, image_etc: Option<&Path>) -> Vec<(&'static str, String)> {
     let home = &plan.filesystem.home_path;
@@ -414,7 +529,7 @@ fn generated_files(plan: &Plan, image_etc: Option<&Path>) -> Vec<(&'static str, 
         let Some(etc) = image_etc else {
             return String::new();
         };
-        fs::read_to_string(etc.join(file))
+        read_image_file(etc, file)
             .unwrap_or_default()
             .lines()
             .filter(|line| {
