@@ -30,6 +30,10 @@ enum Command {
 }
 
 fn main() {
+    if let Err(err) = moat_sandbox::scrub_inherited_state() {
+        eprintln!("moat: cannot close inherited descriptors: {err}");
+        std::process::exit(exit::SETUP_FAILED);
+    }
     init_logging();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

@@ -554,3 +554,43 @@ fn a_missing_home_is_created_traversable_above_and_closed_itself() {
         assert_eq!(mode, 0o755, "{} must stay traversable", parent.display());
     }
 }
+
+#[test]
+fn inherited_descriptors_and_socket_activation_do_not_reach_the_sandbox() {
+    if !require_root() {
+        return;
+    }
+    // A moat started by a socket-activated unit inherits LISTEN_FDS and descriptors.
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret.path(), "host secret").unwrap();
+    let script = format!(
+        "exec 5<{}; LISTEN_FDS=3 LISTEN_PID=$$ exec {} run -- sh -c 'ls /proc/self/fd | tr \"\\n\" \" \"; echo; env | grep -c LISTEN_; cat <&5'",
+        secret.path().display(),
+        env!("CARGO_BIN_EXE_moat")
+    );
+    let output = std::process::Command::new("bash")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines[0].trim(),
+        "0 1 2 3",
+        "only stdio (and ls's own directory fd): {stdout}"
+    );
+    assert_eq!(lines[1], "0", "no LISTEN_ variable inside: {stdout}");
+    assert!(
+        !stdout.contains("host secret"),
+        "the inherited descriptor leaked: {stdout}"
+    );
+    // Control: the same descriptor is readable outside the sandbox.
+    let control = std::process::Command::new("bash")
+        .args([
+            "-c",
+            &format!("exec 5<{}; cat <&5", secret.path().display()),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&control.stdout), "host secret");
+}

@@ -23,6 +23,19 @@ mod sys;
 
 pub use run::{run, RunOptions, RunReport, SandboxError};
 
+/// Makes the calling process safe to create sandboxes from: no descriptor it inherited
+/// (beyond stdin, stdout and stderr) and no socket-activation variable may reach a
+/// sandbox. libcontainer keeps descriptors 3..3+LISTEN_FDS open across exec when
+/// LISTEN_FDS is set, and copies LISTEN_* into the workload's environment: a moat started
+/// from a socket-activated unit or a spawner's environment would hand them to the sandbox.
+/// Call first thing in `main`, while the process is single-threaded.
+pub fn scrub_inherited_state() -> std::io::Result<()> {
+    for variable in ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"] {
+        std::env::remove_var(variable);
+    }
+    sys::cloexec_from(3)
+}
+
 /// Memory and CPU count of this host, for range checks when compiling a plan.
 pub fn host_facts() -> moat_policy::HostFacts {
     let memory_bytes = std::fs::read_to_string("/proc/meminfo")

@@ -160,3 +160,22 @@ pub fn write_raw(fd: std::os::fd::RawFd, bytes: &[u8]) -> io::Result<usize> {
     let rc = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
     usize::try_from(rc).map_err(|_| io::Error::last_os_error())
 }
+
+/// Marks every descriptor from `first` up close-on-exec.
+pub fn cloexec_from(first: libc::c_uint) -> io::Result<()> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range only changes flags of this process's descriptors.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
