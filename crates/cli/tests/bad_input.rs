@@ -115,6 +115,40 @@ fn unusable_paths_are_refused() {
     ] {
         refused(&["--home", system], "system directory");
     }
+    for system in ["/", "/usr", "/etc/.."] {
+        refused(
+            &["--rootfs", system],
+            "refusing a system directory as an image",
+        );
+    }
+    // Paths a tenant could swap for a link while the sandbox starts.
+    let tenant_owned = scratch.join("tenant");
+    std::fs::create_dir(&tenant_owned).unwrap();
+    std::os::unix::fs::chown(&tenant_owned, Some(65534), Some(65534)).unwrap();
+    refused(
+        &["--home", tenant_owned.join("project").to_str().unwrap()],
+        "someone other than root could swap the home",
+    );
+    let image = tenant_owned.join("image");
+    std::fs::create_dir(&image).unwrap();
+    refused(
+        &["--rootfs", image.to_str().unwrap()],
+        "someone other than root could swap the image",
+    );
+    let world_writable = scratch.join("open");
+    std::fs::create_dir(&world_writable).unwrap();
+    std::fs::set_permissions(
+        &world_writable,
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    refused(
+        &["--home", world_writable.join("alice").to_str().unwrap()],
+        "mode 777",
+    );
+    let linked_image = scratch.join("image-link");
+    symlink(&real, &linked_image).unwrap();
+    refused(&["--rootfs", linked_image.to_str().unwrap()], "symlink");
     let closed = scratch.join("closed");
     std::fs::create_dir(&closed).unwrap();
     std::fs::set_permissions(&closed, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();

@@ -48,12 +48,24 @@ pub enum CompileError {
     /// A home directory that would expose or clobber the host.
     #[error("--home {0}: refusing a system directory as a home (use a directory of its own, e.g. /srv/homes/NAME)")]
     SystemHome(PathBuf),
+    /// An image path that is the host's own system.
+    #[error("--rootfs {0}: refusing a system directory as an image (use an unpacked image, e.g. under /var/lib/moat-images)")]
+    SystemImage(PathBuf),
     /// The profile names a seccomp filter that does not exist.
     #[error(transparent)]
     Seccomp(#[from] SeccompProfileError),
 }
 
-/// Directories a home must never be (or be inside of, for the pseudo filesystems).
+/// Whether a (lexically normal) path is, or is inside, the host's own system: never a
+/// home or an image.
+fn is_system_path(normal: &Path) -> bool {
+    FORBIDDEN_HOMES.iter().any(|f| normal == Path::new(f))
+        || FORBIDDEN_HOME_TREES
+            .iter()
+            .any(|tree| normal.starts_with(tree))
+}
+
+/// Directories a home or image must never be (or be inside of, for the pseudo filesystems).
 const FORBIDDEN_HOMES: &[&str] = &[
     "/",
     "/bin",
@@ -397,11 +409,7 @@ fn filesystem(
     let home = match &request.home {
         Some(path) => {
             let normal = lexically_normal(path);
-            if FORBIDDEN_HOMES.iter().any(|f| normal == Path::new(f))
-                || FORBIDDEN_HOME_TREES
-                    .iter()
-                    .any(|tree| normal.starts_with(tree))
-            {
+            if is_system_path(&normal) {
                 return Err(CompileError::SystemHome(path.clone()));
             }
             HomePlan::Bind { host_path: normal }
@@ -414,9 +422,13 @@ fn filesystem(
         },
     };
     let root = match &request.rootfs {
-        Some(path) => RootPlan::Image {
-            host_path: lexically_normal(path),
-        },
+        Some(path) => {
+            let normal = lexically_normal(path);
+            if is_system_path(&normal) {
+                return Err(CompileError::SystemImage(path.clone()));
+            }
+            RootPlan::Image { host_path: normal }
+        }
         None => RootPlan::HostSystem {
             system_dirs: SYSTEM_DIRS.iter().map(|s| s.to_string()).collect(),
             etc_allowlist: ETC_ALLOWLIST.iter().map(|s| s.to_string()).collect(),
@@ -586,6 +598,18 @@ mod tests {
                 host_path: "/srv/homes/alice".into()
             }
         );
+    }
+
+    #[test]
+    fn system_directories_are_refused_as_images() {
+        for image in ["/", "/usr", "/etc/..", "/proc/1/root", "/var/lib/moat/x"] {
+            let mut r = request();
+            r.rootfs = Some(image.into());
+            assert!(
+                matches!(plan_for(r), Err(CompileError::SystemImage(_))),
+                "{image} must be refused"
+            );
+        }
     }
 
     #[test]

@@ -38,6 +38,21 @@ pub enum RootfsError {
         /// The path inside the image.
         path: String,
     },
+    /// A path moat trusts during start-up could be swapped by a non-root user.
+    #[error("{path}: owned by uid {owner} with mode {mode:o}: someone other than root could swap {what} for a link while the sandbox starts; keep it and the directories above it owned by root and not writable by others")]
+    Untrusted {
+        /// The directory.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// Its mode.
+        mode: u32,
+        /// Home or image.
+        what: &'static str,
+    },
+    /// A path contains a symlink.
+    #[error("--rootfs {0}: the path is or passes through a symlink; give the real directory")]
+    ImageSymlink(PathBuf),
     /// A directory above the home or image is closed to other users.
     #[error("{path}: not searchable by other users (mode {mode:o}); the sandbox's unprivileged root must pass through it to mount {what} (chmod o+x {path})")]
     NotSearchable {
@@ -86,9 +101,17 @@ pub fn preflight(plan: &Plan) -> Result<(), RootfsError> {
     if let RootPlan::Image { host_path } = &plan.filesystem.root {
         let meta = fs::symlink_metadata(host_path)
             .map_err(|_| RootfsError::RootfsNotDirectory(host_path.clone()))?;
+        if meta.file_type().is_symlink() {
+            return Err(RootfsError::ImageSymlink(host_path.clone()));
+        }
         if !meta.is_dir() {
             return Err(RootfsError::RootfsNotDirectory(host_path.clone()));
         }
+        let real = fs::canonicalize(host_path).map_err(io_err("resolve", host_path))?;
+        if &real != host_path {
+            return Err(RootfsError::ImageSymlink(host_path.clone()));
+        }
+        check_trusted(host_path, true, "the image")?;
         check_searchable(host_path, "the image")?;
     }
     if let HomePlan::Bind { host_path } = &plan.filesystem.home {
@@ -116,7 +139,33 @@ pub fn preflight(plan: &Plan) -> Result<(), RootfsError> {
             }
             Err(err) => return Err(io_err("inspect", host_path)(err)),
         }
+        check_trusted(host_path, false, "the home")?;
         check_searchable(host_path, "the home")?;
+    }
+    Ok(())
+}
+
+/// Refuses paths a non-root user could swap for a link between moat's checks and its
+/// use of them: every existing directory above `path` (and `path` itself when
+/// `including_self`) must be owned by root and not writable by group or others, unless
+/// sticky (in /tmp, others cannot rename root's entries).
+fn check_trusted(path: &Path, including_self: bool, what: &'static str) -> Result<(), RootfsError> {
+    let skip = usize::from(!including_self);
+    for dir in path.ancestors().skip(skip) {
+        let Ok(meta) = fs::symlink_metadata(dir) else {
+            continue;
+        };
+        let writable_by_others = meta.mode() & 0o022 != 0;
+        let sticky = meta.mode() & 0o1000 != 0;
+        let is_self = dir == path;
+        if meta.uid() != 0 || (writable_by_others && (is_self || !sticky)) {
+            return Err(RootfsError::Untrusted {
+                path: dir.to_path_buf(),
+                owner: meta.uid(),
+                mode: meta.mode() & 0o7777,
+                what,
+            });
+        }
     }
     Ok(())
 }
@@ -157,29 +206,40 @@ pub fn prepare_home(plan: &Plan, lease: &IdLease) -> Result<(), RootfsError> {
     let HomePlan::Bind { host_path } = &plan.filesystem.home else {
         return Ok(());
     };
-    if !host_path.exists() {
+    if let Some(parent) = host_path.parent() {
         // Parents stay traversable (the sandbox's root passes through them to mount the
-        // home); the home itself is closed below.
-        if let Some(parent) = host_path.parent() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o755)
-                .create(parent)
-                .map_err(io_err("create the parent of the home", parent))?;
-        }
+        // home); checked again once they exist, so none was slipped in meanwhile.
         fs::DirBuilder::new()
-            .mode(0o700)
-            .create(host_path)
-            .map_err(io_err("create home", host_path))?;
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)
+            .map_err(io_err("create the parent of the home", parent))?;
+        check_trusted(host_path, false, "the home")?;
     }
+    match fs::DirBuilder::new().mode(0o700).create(host_path) {
+        Err(err) if err.kind() != io::ErrorKind::AlreadyExists => {
+            return Err(io_err("create home", host_path)(err))
+        }
+        _ => {}
+    }
+    // Through a descriptor opened without following links: what is chowned is what is
+    // mounted, whatever the path names by then.
+    let home = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(host_path)
+        .map_err(|err| match err.raw_os_error() {
+            Some(libc::ELOOP) | Some(libc::ENOTDIR) => RootfsError::HomeSymlink(host_path.clone()),
+            _ => io_err("open home", host_path)(err),
+        })?;
     let owner = lease.host_id(SANDBOX_UID);
-    let meta = fs::metadata(host_path).map_err(io_err("inspect", host_path))?;
+    let meta = home.metadata().map_err(io_err("inspect", host_path))?;
     if meta.uid() != owner || meta.gid() != owner {
-        std::os::unix::fs::chown(host_path, Some(owner), Some(owner))
+        std::os::unix::fs::fchown(&home, Some(owner), Some(owner))
             .map_err(io_err("give the home to the sandbox user", host_path))?;
     }
     if meta.mode() & 0o077 != 0 {
-        fs::set_permissions(host_path, fs::Permissions::from_mode(0o700))
+        home.set_permissions(fs::Permissions::from_mode(0o700))
             .map_err(io_err("close the home to other users", host_path))?;
     }
     Ok(())
