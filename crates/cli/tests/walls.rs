@@ -594,3 +594,56 @@ fn inherited_descriptors_and_socket_activation_do_not_reach_the_sandbox() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&control.stdout), "host secret");
 }
+
+#[test]
+fn the_workload_environment_is_not_readable_by_other_host_users() {
+    if !require_root() {
+        return;
+    }
+    let id = test_id("envsecret");
+    let token = format!("token-{id}");
+    let child = moat()
+        .args([
+            "run",
+            "--id",
+            &id,
+            "--env",
+            &format!("JUPYTERHUB_API_TOKEN={token}"),
+        ])
+        .args(["--", "sleep", "3"])
+        .spawn()
+        .unwrap();
+    let state = format!("/run/moat/sandboxes/{id}/bundle/config.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !std::path::Path::new(&state).exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let as_nobody = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "grep",
+            "-rs",
+            &token,
+            "/run/moat",
+        ])
+        .output()
+        .unwrap();
+    // Control: root finds the token where moat keeps it.
+    let as_root = std::process::Command::new("grep")
+        .args(["-rls", &token, "/run/moat"])
+        .output()
+        .unwrap();
+    let mut child = child;
+    child.wait().unwrap();
+    assert!(
+        String::from_utf8_lossy(&as_root.stdout).contains("config.json"),
+        "control: the token is in the bundle"
+    );
+    assert!(
+        as_nobody.stdout.is_empty(),
+        "another host user read the token: {}",
+        String::from_utf8_lossy(&as_nobody.stdout)
+    );
+}

@@ -7,6 +7,7 @@
 use std::fs;
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
 
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
@@ -156,7 +157,8 @@ impl Sandbox {
                 .map_err(state_err(&dir))?;
         }
         let dir = paths.sandbox_dir(&plan.id);
-        match fs::create_dir(&dir) {
+        // Searchable, not readable: the sandbox's root reaches its rootfs through it.
+        match fs::DirBuilder::new().mode(0o711).create(&dir) {
             Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
                 return Err(SandboxError::Exists(plan.id.clone()))
             }

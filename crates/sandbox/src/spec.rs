@@ -140,9 +140,17 @@ fn readonly_paths(plan: &Plan, cgroups: &CgroupFacts) -> Vec<String> {
     paths
 }
 
-/// Writes `config` as `bundle/config.json`.
+/// Writes `config` as `bundle/config.json`, readable by root only: the environment in it
+/// carries the workload's secrets (a JupyterHub API token, say).
 pub fn write_bundle(bundle: &Path, config: &Value) -> std::io::Result<()> {
-    std::fs::create_dir_all(bundle)?;
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    std::fs::DirBuilder::new().mode(0o700).create(bundle)?;
     let text = serde_json::to_vec_pretty(config).map_err(std::io::Error::other)?;
-    std::fs::write(bundle.join("config.json"), text)
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(bundle.join("config.json"))?
+        .write_all(&text)
 }
