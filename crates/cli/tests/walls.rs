@@ -647,3 +647,39 @@ fn the_workload_environment_is_not_readable_by_other_host_users() {
         String::from_utf8_lossy(&as_nobody.stdout)
     );
 }
+
+#[test]
+fn a_home_without_identity_keeps_its_owner_across_runs() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let home = scratch.join("home");
+    let arg = home.to_str().unwrap();
+    let first = sh(
+        &["--home", arg],
+        "mkdir -p $HOME/nb && echo 1 > $HOME/nb/f && cat /proc/self/uid_map",
+    );
+    assert_eq!(first.status, 0, "{}", first.stderr);
+    let second = sh(
+        &["--home", arg],
+        "echo 2 >> $HOME/nb/f && cat $HOME/nb/f && cat /proc/self/uid_map",
+    );
+    assert_eq!(
+        second.status, 0,
+        "the second run can write what the first created: {}",
+        second.stderr
+    );
+    let lines: Vec<&str> = second.stdout.lines().collect();
+    assert_eq!(&lines[..2], ["1", "2"]);
+    assert_eq!(
+        uid_map_base(lines[2]),
+        uid_map_base(first.stdout.trim()),
+        "same home, same range"
+    );
+    // Control: a run without a home gets a range of its own.
+    assert_ne!(
+        uid_map_base(sh(&[], "cat /proc/self/uid_map").stdout.trim()),
+        uid_map_base(lines[2])
+    );
+}

@@ -6,8 +6,10 @@
 //! host and cannot touch another tenant's files. Host id 0 is never mapped.
 //!
 //! Leases are files under /var/lib/moat/ids/slots, created with O_EXCL under a lock:
-//! `sandbox <id>` for a run without identity (released at exit, reclaimed by `moat gc`),
-//! `identity <name>` for a named tenant (kept, so the tenant's home keeps its owner).
+//! `sandbox <id>` for a run with neither identity nor home (released at exit, reclaimed by
+//! `moat gc`), `identity <name>` for a named tenant and `home <path>` for a home bound
+//! without an identity (both kept, so the home keeps its owner and no later sandbox is
+//! handed a range that still owns someone's files).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -64,6 +66,17 @@ pub enum IdError {
     Exhausted(u32),
 }
 
+/// Who a range is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseOwner<'a> {
+    /// One sandbox, for its lifetime.
+    Sandbox(&'a str),
+    /// A named tenant, for good.
+    Identity(&'a str),
+    /// Whoever uses this home directory, for good.
+    Home(&'a Path),
+}
+
 /// Hands out and takes back [`IdLease`]s.
 #[derive(Debug, Clone)]
 pub struct IdAllocator {
@@ -86,6 +99,7 @@ impl IdAllocator {
     fn lock(&self) -> Result<Flock<File>, IdError> {
         fs::create_dir_all(self.dir.join("slots")).map_err(self.io())?;
         fs::create_dir_all(self.dir.join("identities")).map_err(self.io())?;
+        fs::create_dir_all(self.dir.join("homes")).map_err(self.io())?;
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -96,24 +110,37 @@ impl IdAllocator {
         Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| self.io()(errno.into()))
     }
 
-    /// Leases a range for `sandbox_id`, or the stable range of `identity`.
-    pub fn acquire(&self, sandbox_id: &str, identity: Option<&str>) -> Result<IdLease, IdError> {
+    /// Leases a range for `owner`: a fresh one for a sandbox, the same one every time for
+    /// an identity or a home.
+    pub fn acquire(&self, owner: LeaseOwner<'_>) -> Result<IdLease, IdError> {
         let _lock = self.lock()?;
-        if let Some(name) = identity {
-            let record = self.dir.join("identities").join(name);
-            if let Ok(text) = fs::read_to_string(&record) {
-                if let Ok(slot) = text.trim().parse::<u32>() {
-                    if slot < SLOT_COUNT {
-                        return Ok(lease(slot, true));
-                    }
+        let (record, label) = match owner {
+            LeaseOwner::Sandbox(id) => {
+                let slot = self.claim(&format!("sandbox {id}\n"))?;
+                return Ok(lease(slot, false));
+            }
+            LeaseOwner::Identity(name) => (
+                self.dir.join("identities").join(name),
+                format!("identity {name}"),
+            ),
+            LeaseOwner::Home(path) => (
+                self.dir.join("homes").join(path_key(path)),
+                format!("home {}", path.display()),
+            ),
+        };
+        if let Ok(text) = fs::read_to_string(&record) {
+            let mut lines = text.lines();
+            let slot = lines.next().and_then(|l| l.trim().parse::<u32>().ok());
+            let recorded_owner = lines.next().unwrap_or(&label);
+            if let Some(slot) = slot.filter(|s| *s < SLOT_COUNT) {
+                if recorded_owner == label {
+                    return Ok(lease(slot, true));
                 }
             }
-            let slot = self.claim(&format!("identity {name}\n"))?;
-            write_atomically(&record, format!("{slot}\n").as_bytes()).map_err(self.io())?;
-            return Ok(lease(slot, true));
         }
-        let slot = self.claim(&format!("sandbox {sandbox_id}\n"))?;
-        Ok(lease(slot, false))
+        let slot = self.claim(&format!("{label}\n"))?;
+        write_atomically(&record, format!("{slot}\n{label}\n").as_bytes()).map_err(self.io())?;
+        Ok(lease(slot, true))
     }
 
     fn claim(&self, owner: &str) -> Result<u32, IdError> {
@@ -192,6 +219,18 @@ fn lease(slot: u32, persistent: bool) -> IdLease {
     }
 }
 
+/// A file name for a home path: FNV-1a of its bytes. The record also holds the path, and
+/// a record for another path is never used.
+fn path_key(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in path.as_os_str().as_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
 fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
     fs::write(&tmp, bytes)?;
@@ -252,16 +291,25 @@ mod tests {
     fn concurrent_leases_are_distinct_and_identities_are_stable() {
         let dir = tempfile::tempdir().unwrap();
         let ids = IdAllocator::new(dir.path());
-        let a = ids.acquire("a", None).unwrap();
-        let b = ids.acquire("b", None).unwrap();
+        let a = ids.acquire(LeaseOwner::Sandbox("a")).unwrap();
+        let b = ids.acquire(LeaseOwner::Sandbox("b")).unwrap();
         assert_ne!(a.slot, b.slot);
-        let alice = ids.acquire("c", Some("alice")).unwrap();
+        let alice = ids.acquire(LeaseOwner::Identity("alice")).unwrap();
         assert!(alice.persistent);
         assert_ne!(alice.slot, a.slot);
         assert_ne!(alice.slot, b.slot);
         ids.release(&alice).unwrap();
-        let again = ids.acquire("d", Some("alice")).unwrap();
+        let again = ids.acquire(LeaseOwner::Identity("alice")).unwrap();
         assert_eq!(again.slot, alice.slot, "an identity keeps its range");
+        let home = ids
+            .acquire(LeaseOwner::Home(Path::new("/srv/homes/bob")))
+            .unwrap();
+        assert!(home.persistent);
+        assert_ne!(home.slot, alice.slot);
+        let same_home = ids
+            .acquire(LeaseOwner::Home(Path::new("/srv/homes/bob")))
+            .unwrap();
+        assert_eq!(same_home.slot, home.slot, "a home keeps its range");
         ids.release(&a).unwrap();
         let leases = ids.sandbox_leases().unwrap();
         assert_eq!(leases, vec![(b.slot, "b".to_string())]);

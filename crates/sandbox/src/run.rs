@@ -19,7 +19,7 @@ use thiserror::Error;
 
 use crate::cgroup::{CgroupError, CgroupFacts};
 use crate::executor::{error_chain, MoatExecutor};
-use crate::idmap::{IdAllocator, IdError, IdLease};
+use crate::idmap::{IdAllocator, IdError, IdLease, LeaseOwner};
 use crate::init::FORWARDED;
 use crate::landlock::LandlockError;
 use crate::paths::StatePaths;
@@ -129,6 +129,16 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunReport, SandboxError>
     })
 }
 
+/// An identity's range; else, with a home, the home's own range (so the files in it
+/// keep their owner across runs); else a range for this sandbox alone.
+fn lease_owner(plan: &Plan) -> LeaseOwner<'_> {
+    match (&plan.identity, &plan.filesystem.home) {
+        (Some(name), _) => LeaseOwner::Identity(name),
+        (None, moat_policy::HomePlan::Bind { host_path }) => LeaseOwner::Home(host_path),
+        (None, moat_policy::HomePlan::Ephemeral { .. }) => LeaseOwner::Sandbox(&plan.id),
+    }
+}
+
 /// A sandbox's host-side resources, removed by [`Sandbox::destroy`].
 struct Sandbox {
     paths: StatePaths,
@@ -167,7 +177,7 @@ impl Sandbox {
         let mut record = SandboxRecord::for_current_process(&plan.id);
         let leased = record.save(&dir).map_err(state_err(&dir)).and_then(|()| {
             IdAllocator::new(paths.ids_dir())
-                .acquire(&plan.id, plan.identity.as_deref())
+                .acquire(lease_owner(plan))
                 .map_err(SandboxError::from)
         });
         let lease = match leased {
