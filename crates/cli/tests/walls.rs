@@ -335,6 +335,8 @@ fn syscall_filter_denies_with_errors_not_kills() {
         "allowed_tcgets",
         "allowed_socket_tcp",
         "allowed_socket_unix",
+        "allowed_socket_udp6",
+        "allowed_socket_tcp_explicit",
         "allowed_thread",
     ] {
         assert_eq!(inside[name], "ok", "{name} must keep working");

@@ -216,6 +216,9 @@ r["socket_packet"] = call(41, 17, 3, 0)
 r["socket_raw_inet"] = call(41, 2, 3, 1)
 r["socket_netlink"] = call(41, 16, 3, 0)
 r["socket_vsock"] = call(41, 40, 1, 0)
+r["socket_sctp"] = call(41, 2, 1, 132)
+r["socket_mptcp"] = call(41, 2, 1, 262)
+r["socket_udplite"] = call(41, 10, 2, 136)
 master, slave = pty.openpty()
 c = ctypes.c_char(b"x")
 r["ioctl_tiocsti"] = "ok" if libc.ioctl(slave, ctypes.c_ulong(0x5412), ctypes.byref(c)) == 0 else errno.errorcode[ctypes.get_errno()]
@@ -226,6 +229,8 @@ r["personality_read_implies_exec"] = call(135, 0x0400000)
 r["allowed_tcgets"] = "ok" if os.isatty(slave) else "EBADF"
 r["allowed_socket_tcp"] = call(41, 2, 1, 0)
 r["allowed_socket_unix"] = call(41, 1, 1, 0)
+r["allowed_socket_udp6"] = call(41, 10, 2, 17)
+r["allowed_socket_tcp_explicit"] = call(41, 2, 0x80801, 6)
 done = []
 t = threading.Thread(target=lambda: done.append(1)); t.start(); t.join()
 r["allowed_thread"] = "ok" if done else "failed"
@@ -268,6 +273,9 @@ pub const MUST_DENY: &[(&str, &str)] = &[
     ("socket_raw_inet", "EPERM"),
     ("socket_netlink", "EPERM"),
     ("socket_vsock", "EPERM"),
+    ("socket_sctp", "EPERM"),
+    ("socket_mptcp", "EPERM"),
+    ("socket_udplite", "EPERM"),
     ("ioctl_tiocsti", "EPERM"),
     ("ioctl_tiocsti_high_bits", "EPERM"),
     ("personality_read_implies_exec", "EPERM"),
