@@ -18,7 +18,7 @@ pub fn run(args: DoctorArgs) -> i32 {
     let checks = doctor::probe(min_abi);
     if args.json {
         match serde_json::to_string_pretty(&checks) {
-            Ok(json) => println!("{json}"),
+            Ok(json) => crate::exit::print_stdout(&json),
             Err(err) => {
                 eprintln!("moat: doctor: {err}");
                 return 1;
@@ -37,7 +37,7 @@ pub fn run(args: DoctorArgs) -> i32 {
             } else {
                 format!("  {}", check.detail)
             };
-            println!("{:width$}  {status}{detail}", check.wall);
+            crate::exit::print_stdout(&format!("{:width$}  {status}{detail}", check.wall));
         }
     }
     let missing = checks

@@ -20,10 +20,13 @@ pub fn run(args: GcArgs) -> i32 {
     }
     let report = gc::collect(&StatePaths::default());
     for id in &report.removed {
-        println!("removed sandbox {id}");
+        crate::exit::print_stdout(&format!("removed sandbox {id}"));
     }
     if report.removed.is_empty() && !args.quiet {
-        println!("nothing to remove ({} live sandbox(es))", report.live.len());
+        crate::exit::print_stdout(&format!(
+            "nothing to remove ({} live sandbox(es))",
+            report.live.len()
+        ));
     }
     for warning in &report.warnings {
         eprintln!("moat: gc: {warning}");

@@ -124,7 +124,7 @@ pub fn run(args: RunArgs) -> i32 {
             return setup_failed("filesystem", &chain(&err));
         }
         match serde_json::to_string_pretty(&plan) {
-            Ok(json) => println!("{json}"),
+            Ok(json) => crate::exit::print_stdout(&json),
             Err(err) => return setup_failed("plan", &err.to_string()),
         }
         return 0;

@@ -20,3 +20,9 @@ pub fn setup_failed(what: &str, message: &str) -> i32 {
     }
     SETUP_FAILED
 }
+
+/// Prints a line on stdout; a reader that went away (`moat ... | head`) is not an error.
+pub fn print_stdout(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
+}

@@ -236,6 +236,24 @@ fn dry_run_prints_the_plan_and_creates_nothing() {
 }
 
 #[test]
+fn output_into_a_closed_pipe_is_not_a_crash() {
+    let mut child = moat()
+        .args(["run", "--dry-run", "--", "true"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&output.stderr).contains("panicked"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.status.code(), Some(0));
+}
+
+#[test]
 fn help_version_and_doctor_work() {
     for args in [
         &["--version"][..],

@@ -27,7 +27,7 @@ pub enum CompileError {
     #[error(transparent)]
     Request(#[from] RequestError),
     /// A quantity did not parse.
-    #[error("{flag}: {source}")]
+    #[error("{flag}")]
     Unit {
         /// Which option.
         flag: &'static str,

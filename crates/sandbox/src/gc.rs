@@ -8,7 +8,7 @@ use std::io;
 use crate::cgroup;
 use crate::executor::error_chain;
 use crate::idmap::{IdAllocator, IdLease};
-use crate::paths::StatePaths;
+use crate::paths::{StateLock, StatePaths};
 use crate::record::SandboxRecord;
 
 /// What `moat gc` did.
@@ -25,6 +25,15 @@ pub struct GcReport {
 /// Removes every sandbox whose owning moat process is gone.
 pub fn collect(paths: &StatePaths) -> GcReport {
     let mut report = GcReport::default();
+    let _lock = match StateLock::acquire(paths) {
+        Ok(lock) => lock,
+        Err(err) => {
+            report
+                .warnings
+                .push(format!("cannot lock {}: {err}", paths.run_dir().display()));
+            return report;
+        }
+    };
     let mut candidates = std::collections::BTreeSet::new();
     for dir in [paths.sandboxes_dir(), paths.containers_dir()] {
         if let Ok(entries) = fs::read_dir(dir) {

@@ -15,7 +15,7 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum LandlockError {
     /// The kernel has no Landlock or has it disabled.
-    #[error("the kernel offers no Landlock ({0}); enable the landlock LSM (lsm= boot parameter) or use a kernel >= 5.13")]
+    #[error("the kernel offers no Landlock (enable the landlock LSM with the lsm= boot parameter, or use a kernel >= 5.13)")]
     Unavailable(#[source] std::io::Error),
     /// The host ABI is older than the profile demands.
     #[error("the profile requires Landlock ABI {required} but this kernel offers ABI {host}")]

@@ -59,6 +59,30 @@ impl StatePaths {
     }
 }
 
+/// An exclusive lock on moat's runtime state: sandbox creation holds it until the
+/// sandbox's ownership record exists, and `moat gc` holds it while it decides what is
+/// dead, so gc never mistakes a sandbox being born for the remains of one.
+pub struct StateLock {
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl StateLock {
+    /// Waits for and takes the lock.
+    pub fn acquire(paths: &StatePaths) -> std::io::Result<StateLock> {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::create_dir_all(paths.run_dir())?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(paths.run_dir().join("lock"))?;
+        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, errno)| std::io::Error::from(errno))?;
+        Ok(StateLock { _lock: lock })
+    }
+}
+
 /// The cgroup path (relative to each hierarchy's root) of a sandbox.
 pub fn cgroup_path(id: &str) -> PathBuf {
     PathBuf::from(format!("/moat/{id}"))

@@ -22,7 +22,7 @@ use crate::executor::{error_chain, MoatExecutor};
 use crate::idmap::{IdAllocator, IdError, IdLease, LeaseOwner};
 use crate::init::FORWARDED;
 use crate::landlock::LandlockError;
-use crate::paths::StatePaths;
+use crate::paths::{StateLock, StatePaths};
 use crate::record::SandboxRecord;
 use crate::rootfs::{self, RootfsError};
 use crate::seccomp::{self, SeccompError};
@@ -166,6 +166,7 @@ impl Sandbox {
             fs::set_permissions(&dir, fs::Permissions::from_mode(0o711))
                 .map_err(state_err(&dir))?;
         }
+        let _birth = StateLock::acquire(paths).map_err(state_err(paths.run_dir()))?;
         let dir = paths.sandbox_dir(&plan.id);
         // Searchable, not readable: the sandbox's root reaches its rootfs through it.
         match fs::DirBuilder::new().mode(0o711).create(&dir) {
