@@ -51,6 +51,27 @@ pub struct RunArgs {
     /// Size cap of the private /tmp.
     #[arg(long, value_name = "SIZE")]
     tmp_size: Option<String>,
+    /// Network: none (loopback only), isolated (a veth to the host; only --allow-host
+    /// endpoints reachable) or egress (isolated plus the --egress allowlist).
+    #[arg(long = "net", value_name = "MODE")]
+    net: Option<String>,
+    /// A host endpoint the sandbox may reach over TCP (repeatable), e.g. the JupyterHub
+    /// API at 10.77.0.1:8081.
+    #[arg(long, value_name = "IP:PORT")]
+    allow_host: Vec<String>,
+    /// Outbound traffic to allow in egress mode (repeatable); replaces the profile's list.
+    /// Cloud metadata, link-local, loopback, private and CGNAT ranges stay closed.
+    #[arg(long, value_name = "CIDR[:PORT[-PORT]][/tcp|udp]")]
+    egress: Vec<String>,
+    /// A TCP port of the sandbox the host may connect to (repeatable).
+    #[arg(long, value_name = "PORT")]
+    publish: Vec<String>,
+    /// Bandwidth limit in each direction, e.g. 10mbit.
+    #[arg(long, value_name = "RATE")]
+    bandwidth: Option<String>,
+    /// DNS resolver for egress mode (repeatable); replaces the profile's.
+    #[arg(long, value_name = "IP")]
+    dns: Vec<String>,
     /// Sandbox id (1 to 64 of a-z, 0-9); random when not given.
     #[arg(long, value_name = "ID")]
     id: Option<String>,
@@ -101,6 +122,14 @@ impl RunArgs {
             cpus: self.cpus.clone(),
             pids: self.pids.clone(),
             tmp_size: self.tmp_size.clone(),
+            network: moat_policy::NetworkRequest {
+                mode: self.net.clone(),
+                allow_host: self.allow_host.clone(),
+                egress: self.egress.clone(),
+                publish: self.publish.clone(),
+                bandwidth: self.bandwidth.clone(),
+                dns: self.dns.clone(),
+            },
         })
     }
 }
@@ -151,9 +180,10 @@ pub fn run(args: RunArgs) -> i32 {
 fn report_error(err: &SandboxError) -> i32 {
     match err {
         SandboxError::Wall { wall, message } => setup_failed(wall, message),
-        SandboxError::NotRoot | SandboxError::Exists(_) | SandboxError::Container(_) => {
-            setup_failed("", &err.to_string())
-        }
+        SandboxError::NotRoot
+        | SandboxError::Exists(_)
+        | SandboxError::Container(_)
+        | SandboxError::Unsupported(_) => setup_failed("", &err.to_string()),
         other => {
             // The variant's own message is the wall's name; its cause says what happened.
             let wall = other.to_string();

@@ -51,6 +51,49 @@ fn malformed_limits_are_refused() {
 }
 
 #[test]
+fn malformed_network_requests_are_refused() {
+    refused(
+        &["--net", "open"],
+        "--net \"open\": expected none, isolated or egress",
+    );
+    refused(
+        &["--publish", "8888"],
+        "--publish needs --net isolated or egress",
+    );
+    refused(
+        &["--net", "isolated", "--egress", "0.0.0.0/0:443/tcp"],
+        "--egress needs --net egress",
+    );
+    refused(
+        &["--net", "egress", "--egress", "300.1.2.3/8"],
+        "expected CIDR",
+    );
+    refused(
+        &["--net", "egress", "--egress", "0.0.0.0/0:99999/tcp"],
+        "expected CIDR",
+    );
+    refused(
+        &["--net", "egress", "--egress", "169.254.169.254/32:80/tcp"],
+        "cloud metadata",
+    );
+    refused(
+        &["--net", "egress", "--egress", "10.0.0.5"],
+        "private (RFC 1918)",
+    );
+    refused(
+        &["--net", "egress", "--egress", "100.100.100.200"],
+        "carrier-grade NAT",
+    );
+    refused(
+        &["--net", "isolated", "--allow-host", "hub:8081"],
+        "--allow-host",
+    );
+    refused(&["--net", "isolated", "--publish", "0"], "--publish");
+    refused(&["--net", "isolated", "--bandwidth", "fast"], "--bandwidth");
+    refused(&["--net", "egress", "--dns", "dns.example"], "--dns");
+}
+
+#[test]
 fn unknown_or_malformed_profiles_are_refused() {
     refused(&["--profile", "trusting"], "unknown profile \"trusting\"");
     let scratch = Scratch::new();

@@ -51,6 +51,9 @@ pub enum CompileError {
     /// An image path that is the host's own system.
     #[error("--rootfs {0}: refusing a system directory as an image (use an unpacked image, e.g. under /var/lib/moat-images)")]
     SystemImage(PathBuf),
+    /// The network request is malformed or not allowed.
+    #[error(transparent)]
+    Network(#[from] crate::network::NetworkError),
     /// The profile names a seccomp filter that does not exist.
     #[error(transparent)]
     Seccomp(#[from] SeccompProfileError),
@@ -244,6 +247,7 @@ pub fn compile(
     let nproc_backstop = u64::try_from(resources.pids).unwrap_or(u64::MAX);
     let filesystem = filesystem(profile, request, host)?;
     let seccomp = SeccompProfile::builtin(&profile.seccomp.filter)?;
+    let network = crate::network::plan_network(&profile.network, &request.network)?;
     let landlock = landlock(profile, &filesystem);
     let hostname = request
         .identity
@@ -309,7 +313,7 @@ pub fn compile(
         },
         landlock,
         seccomp,
-        network: NetworkPlan::None,
+        network,
     })
 }
 

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod compile;
+mod network;
 mod plan;
 mod profile;
 mod request;
@@ -14,6 +15,9 @@ mod seccomp;
 mod units;
 
 pub use compile::{compile, CompileError, HostFacts};
+pub use network::{
+    parse_egress, parse_rate, NetworkError, NetworkRequest, NetworkSettings, ALWAYS_CLOSED,
+};
 pub use plan::*;
 pub use profile::{LandlockSettings, Limits, Profile, ProfileError, ProfileSource};
 pub use request::{RequestError, RunRequest};

@@ -182,10 +182,4 @@ pub struct LandlockPlan {
     pub scope_abstract_unix_sockets: bool,
 }
 
-/// Network set-up.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "mode")]
-pub enum NetworkPlan {
-    /// A network namespace with only loopback.
-    None,
-}
+pub use crate::network::{EgressRule, NetMode, NetworkPlan, PortRange, Protocol};

@@ -30,6 +30,9 @@ pub struct Profile {
     pub landlock: LandlockSettings,
     /// The syscall filter.
     pub seccomp: SeccompSettings,
+    /// The network wall (loopback only when absent).
+    #[serde(default)]
+    pub network: crate::network::NetworkSettings,
 }
 
 /// Resource limits as written in a profile (sizes as text such as `2G`).
@@ -251,9 +254,9 @@ mod tests {
     fn unknown_keys_are_rejected() {
         let (builtin, _) = Profile::load("untrusted").unwrap();
         let mut text = toml::to_string(&builtin).unwrap();
-        text.push_str("\n[network]\nmode = \"open\"\n");
+        text.push_str("\n[filesystem]\nmode = \"open\"\n");
         let err = Profile::parse(&text, "p.toml").unwrap_err().to_string();
-        assert!(err.contains("unknown field `network`"), "{err}");
+        assert!(err.contains("unknown field `filesystem`"), "{err}");
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub struct RunRequest {
     pub pids: Option<String>,
     /// `--tmp-size`.
     pub tmp_size: Option<String>,
+    /// `--net`, `--allow-host`, `--egress`, `--publish`, `--bandwidth`, `--dns`.
+    pub network: crate::network::NetworkRequest,
 }
 
 /// A request that is malformed whatever the profile says.

@@ -34,6 +34,9 @@ pub enum SandboxError {
     /// moat needs root (rootless mode is not supported yet).
     #[error("moat must run as root to create sandboxes (rootless mode is not supported yet)")]
     NotRoot,
+    /// Something the plan asks for that this build cannot do.
+    #[error("{0}")]
+    Unsupported(&'static str),
     /// An input path is unusable.
     #[error("filesystem")]
     Rootfs(#[from] RootfsError),
@@ -110,6 +113,11 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunReport, SandboxError>
     // Checks first: nothing is created for a request that cannot succeed.
     if !nix::unistd::geteuid().is_root() {
         return Err(SandboxError::NotRoot);
+    }
+    if plan.network.mode != moat_policy::NetMode::None {
+        return Err(SandboxError::Unsupported(
+            "network: --net isolated and egress are not available in this build yet (use --net none)",
+        ));
     }
     rootfs::preflight(plan)?;
     landlock::check_abi(&plan.landlock)?;
