@@ -158,7 +158,11 @@ pub fn run(args: RunArgs) -> i32 {
         }
         return 0;
     }
-    match moat_sandbox::run(&plan, &RunOptions::default()) {
+    let options = RunOptions {
+        announce_address: true,
+        ..RunOptions::default()
+    };
+    match moat_sandbox::run(&plan, &options) {
         Ok(report) => {
             for warning in &report.cleanup_warnings {
                 eprintln!("moat: warning: clean-up: {warning}");
@@ -180,10 +184,9 @@ pub fn run(args: RunArgs) -> i32 {
 fn report_error(err: &SandboxError) -> i32 {
     match err {
         SandboxError::Wall { wall, message } => setup_failed(wall, message),
-        SandboxError::NotRoot
-        | SandboxError::Exists(_)
-        | SandboxError::Container(_)
-        | SandboxError::Unsupported(_) => setup_failed("", &err.to_string()),
+        SandboxError::NotRoot | SandboxError::Exists(_) | SandboxError::Container(_) => {
+            setup_failed("", &err.to_string())
+        }
         other => {
             // The variant's own message is the wall's name; its cause says what happened.
             let wall = other.to_string();

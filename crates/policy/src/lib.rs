@@ -16,7 +16,8 @@ mod units;
 
 pub use compile::{compile, CompileError, HostFacts};
 pub use network::{
-    parse_egress, parse_rate, NetworkError, NetworkRequest, NetworkSettings, ALWAYS_CLOSED,
+    parse_egress, parse_rate, plan_network, NetworkError, NetworkRequest, NetworkSettings,
+    ALWAYS_CLOSED,
 };
 pub use plan::*;
 pub use profile::{LandlockSettings, Limits, Profile, ProfileError, ProfileSource};

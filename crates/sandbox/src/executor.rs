@@ -4,7 +4,8 @@
 //! user and reduced the capabilities to the two moat still needs here.
 //!
 //! The order is the point of this file:
-//! 1. loopback up: the last use of CAP_NET_ADMIN;
+//! 1. loopback up, and for a networked sandbox its interface up with a default route via
+//!    the host: the last use of CAP_NET_ADMIN;
 //! 2. parent-death signal: set after the uid switch, which clears it;
 //! 3. capabilities: securebits locked and every set emptied (the last use of CAP_SETPCAP);
 //! 4. Landlock: needs the final mounts, and must come before seccomp, which denies the
@@ -32,6 +33,7 @@ use crate::{init, landlock, privileges, seccomp, sys};
 /// The walls moat applies itself, carried into the sandbox's init.
 #[derive(Clone)]
 pub struct MoatExecutor {
+    network: Option<moat_net::Inside>,
     cwd: String,
     landlock: LandlockPlan,
     seccomp: Arc<CompiledFilter>,
@@ -43,6 +45,7 @@ pub struct MoatExecutor {
 impl MoatExecutor {
     /// An executor reporting set-up failures on `error_fd` (a pipe's write end, close-on-exec).
     pub fn new(
+        network: Option<moat_net::Inside>,
         cwd: String,
         landlock: LandlockPlan,
         seccomp: CompiledFilter,
@@ -51,6 +54,7 @@ impl MoatExecutor {
         error_fd: RawFd,
     ) -> Self {
         Self {
+            network,
             cwd,
             landlock,
             seccomp: Arc::new(seccomp),
@@ -69,6 +73,16 @@ impl MoatExecutor {
     fn enter(&self, argv: &[String]) -> ! {
         if let Err(err) = sys::interface_up("lo") {
             self.fail("network", format!("cannot bring up loopback: {err}"));
+        }
+        if let Some(inside) = &self.network {
+            let configured = sys::interface_up(inside.interface)
+                .and_then(|()| sys::add_default_route(inside.gateway));
+            if let Err(err) = configured {
+                self.fail(
+                    "network",
+                    format!("cannot configure {}: {err}", inside.interface),
+                );
+            }
         }
         if self.die_with_parent {
             if let Err(err) = sys::prctl_int(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong)

@@ -48,6 +48,8 @@ pub fn collect(paths: &StatePaths) -> GcReport {
     let ids = IdAllocator::new(paths.ids_dir());
     let leases = ids.sandbox_leases().unwrap_or_default();
     candidates.extend(leases.iter().map(|(_, id)| id.clone()));
+    let address_leases = moat_net::Pool::all_leases(paths.lib_dir().join("net"));
+    candidates.extend(address_leases.iter().map(|(_, _, id)| id.clone()));
 
     for id in candidates {
         let record = SandboxRecord::load(&paths.sandbox_dir(&id));
@@ -55,6 +57,7 @@ pub fn collect(paths: &StatePaths) -> GcReport {
             report.live.push(id);
             continue;
         }
+        let record_address = record.as_ref().and_then(|r| r.address);
         let lease = record.and_then(|r| r.id_slot.map(|slot| (slot, r.id_slot_persistent)));
         let lease = lease
             .or_else(|| {
@@ -69,11 +72,28 @@ pub fn collect(paths: &StatePaths) -> GcReport {
                 count: 0,
                 persistent,
             });
+        let mut addresses: Vec<std::net::Ipv4Addr> = record_address.into_iter().collect();
+        for (pool, slot, _) in address_leases.iter().filter(|(_, _, owner)| *owner == id) {
+            addresses.push(pool.addresses(*slot).sandbox);
+        }
+        addresses.sort_unstable();
+        addresses.dedup();
+        for address in addresses {
+            report.warnings.extend(moat_net::teardown(address));
+        }
+        for (pool, slot, _) in address_leases.iter().filter(|(_, _, owner)| *owner == id) {
+            if let Err(err) = pool.release(*slot) {
+                report.warnings.push(error_chain(&err));
+            }
+        }
         report.warnings.extend(remove_sandbox(paths, &id, lease));
         report.removed.push(id);
     }
     if report.live.is_empty() {
         cgroup::remove_empty_parents();
+        if let Err(err) = moat_net::nft::remove_table_if_unused() {
+            report.warnings.push(error_chain(&err));
+        }
     }
     report
 }

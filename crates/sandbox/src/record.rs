@@ -19,6 +19,10 @@ pub struct SandboxRecord {
     pub id_slot: Option<u32>,
     /// Whether the slot belongs to a named identity (kept after the sandbox).
     pub id_slot_persistent: bool,
+    /// The sandbox's address, when it has a network of its own (its host-side interfaces
+    /// and rules are named after it).
+    #[serde(default)]
+    pub address: Option<std::net::Ipv4Addr>,
 }
 
 impl SandboxRecord {
@@ -31,6 +35,7 @@ impl SandboxRecord {
             owner_start_ticks: start_ticks(pid).unwrap_or(0),
             id_slot: None,
             id_slot_persistent: false,
+            address: None,
         }
     }
 

@@ -288,7 +288,11 @@ fn mount_tmpfs(path: &Path, options: &str) -> Result<(), RootfsError> {
 
 /// Builds the root (host-system mode) or readies the image, plus generated /etc files.
 /// Must run after [`isolate_mounts`].
-pub fn prepare_root(plan: &Plan, sandbox_dir: &Path) -> Result<PreparedRoot, RootfsError> {
+pub fn prepare_root(
+    plan: &Plan,
+    sandbox_dir: &Path,
+    address: Option<std::net::Ipv4Addr>,
+) -> Result<PreparedRoot, RootfsError> {
     let root = sandbox_dir.join("rootfs");
     mkdir(&root, 0o755)?;
     let mut mounts = Vec::new();
@@ -364,7 +368,7 @@ pub fn prepare_root(plan: &Plan, sandbox_dir: &Path) -> Result<PreparedRoot, Roo
         0o755,
     )?;
 
-    let files = generated_files(plan, image_etc.as_deref());
+    let files = generated_files(plan, image_etc.as_deref(), address);
     if image_etc.is_none() {
         for (name, contents) in files {
             let path = root.join("etc").join(name);
@@ -581,7 +585,11 @@ fn read_image_file(etc: &Path, name: &str) -> Option<String> {
 }
 
 /// passwd, group, hostname, hosts and resolv.conf of the sandbox.
-fn generated_files(plan: &Plan, image_etc: Option<&Path>) -> Vec<(&'static str, String)> {
+fn generated_files(
+    plan: &Plan,
+    image_etc: Option<&Path>,
+    address: Option<std::net::Ipv4Addr>,
+) -> Vec<(&'static str, String)> {
     let home = &plan.filesystem.home_path;
     let user = SANDBOX_USER;
     let uid = SANDBOX_UID;
@@ -613,14 +621,24 @@ fn generated_files(plan: &Plan, image_etc: Option<&Path>) -> Vec<(&'static str, 
     }
     group.push_str(&format!("{user}:x:{uid}:\n"));
     let hostname = &plan.hostname;
+    let own_address = address.map_or(String::new(), |a| format!("{a}\t{hostname}\n"));
+    let resolv_conf = if plan.network.resolvers.is_empty() {
+        "# this sandbox has no DNS resolver\n".to_string()
+    } else {
+        plan.network
+            .resolvers
+            .iter()
+            .map(|r| format!("nameserver {r}\n"))
+            .collect()
+    };
     vec![
         ("passwd", passwd),
         ("group", group),
         ("hostname", format!("{hostname}\n")),
         (
             "hosts",
-            format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback {hostname}\n"),
+            format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback {hostname}\n{own_address}"),
         ),
-        ("resolv.conf", "# this sandbox has no network beyond loopback\n".to_string()),
+        ("resolv.conf", resolv_conf),
     ]
 }

@@ -34,9 +34,9 @@ pub enum SandboxError {
     /// moat needs root (rootless mode is not supported yet).
     #[error("moat must run as root to create sandboxes (rootless mode is not supported yet)")]
     NotRoot,
-    /// Something the plan asks for that this build cannot do.
-    #[error("{0}")]
-    Unsupported(&'static str),
+    /// The network wall could not be set up.
+    #[error("network")]
+    Network(#[from] moat_net::NetError),
     /// An input path is unusable.
     #[error("filesystem")]
     Rootfs(#[from] RootfsError),
@@ -103,6 +103,8 @@ pub struct RunReport {
 pub struct RunOptions {
     /// Where state lives.
     pub paths: StatePaths,
+    /// Print the sandbox's address on stderr once it has one.
+    pub announce_address: bool,
 }
 
 /// Runs `plan` in the foreground and cleans up, whatever happens.
@@ -114,11 +116,6 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunReport, SandboxError>
     if !nix::unistd::geteuid().is_root() {
         return Err(SandboxError::NotRoot);
     }
-    if plan.network.mode != moat_policy::NetMode::None {
-        return Err(SandboxError::Unsupported(
-            "network: --net isolated and egress are not available in this build yet (use --net none)",
-        ));
-    }
     rootfs::preflight(plan)?;
     landlock::check_abi(&plan.landlock)?;
     rootfs::isolate_mounts()?;
@@ -126,7 +123,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunReport, SandboxError>
     let filter = seccomp::compile(&plan.seccomp)?;
 
     let mut sandbox = Sandbox::create(plan, &options.paths)?;
-    let result = sandbox.start_and_wait(plan, &cgroups, filter);
+    let result = sandbox.start_and_wait(plan, &cgroups, filter, options.announce_address);
     let oom_kills = cgroups.oom_kills(&plan.id);
     let cleanup_warnings = sandbox.destroy();
     let status = result?;
@@ -152,6 +149,7 @@ struct Sandbox {
     paths: StatePaths,
     id: String,
     lease: IdLease,
+    address: Option<(moat_net::Pool, moat_net::AddressLease)>,
     container: Option<Container>,
 }
 
@@ -202,6 +200,7 @@ impl Sandbox {
             paths: paths.clone(),
             id: plan.id.clone(),
             lease,
+            address: None,
             container: None,
         };
         // Best effort: gc also finds a dead sandbox's lease by scanning the slots.
@@ -214,12 +213,16 @@ impl Sandbox {
         plan: &Plan,
         cgroups: &CgroupFacts,
         filter: seccomp::CompiledFilter,
+        announce_address: bool,
     ) -> Result<i32, SandboxError> {
-        let lease = &self.lease;
         let dir = self.paths.sandbox_dir(&self.id);
+        let inside = self.connect(plan, announce_address)?;
+        let lease = &self.lease;
         rootfs::prepare_home(plan, lease)?;
-        let root = rootfs::prepare_root(plan, &dir)?;
-        let config = spec::oci_config(plan, &root, lease, cgroups);
+        let address = inside.as_ref().map(|i| i.address);
+        let root = rootfs::prepare_root(plan, &dir, address)?;
+        let names = address.map(moat_net::Names::for_address);
+        let config = spec::oci_config(plan, &root, lease, cgroups, names.as_ref());
         let bundle = dir.join("bundle");
         spec::write_bundle(&bundle, &config).map_err(|source| SandboxError::State {
             path: bundle.clone(),
@@ -229,6 +232,7 @@ impl Sandbox {
         let (error_read, error_write): (OwnedFd, OwnedFd) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(SandboxError::Supervise)?;
         let executor = MoatExecutor::new(
+            inside,
             plan.process.cwd.clone(),
             plan.landlock.clone(),
             filter,
@@ -291,6 +295,46 @@ impl Sandbox {
         Ok(status)
     }
 
+    /// Leases an address and builds the host side of the sandbox's network, recording
+    /// the address first so that `moat gc` finds whatever a crash leaves.
+    fn connect(
+        &mut self,
+        plan: &Plan,
+        announce: bool,
+    ) -> Result<Option<moat_net::Inside>, SandboxError> {
+        if plan.network.mode == moat_policy::NetMode::None {
+            return Ok(None);
+        }
+        let pool = moat_net::Pool::new(plan.network.pool, self.paths.lib_dir().join("net"));
+        let lease = pool.acquire(&self.id)?;
+        self.address = Some((pool, lease));
+        let dir = self.paths.sandbox_dir(&self.id);
+        if let Some(mut record) = SandboxRecord::load(&dir) {
+            record.address = Some(lease.sandbox);
+            record.save(&dir).map_err(|source| SandboxError::State {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        if plan.network.mode == moat_policy::NetMode::Egress {
+            // Egress is routed through the host.
+            fs::write("/proc/sys/net/ipv4/ip_forward", b"1").map_err(|source| {
+                SandboxError::State {
+                    path: "/proc/sys/net/ipv4/ip_forward".into(),
+                    source,
+                }
+            })?;
+        }
+        let inside = moat_net::setup(&plan.network, &lease)?;
+        if announce {
+            eprintln!(
+                "moat: sandbox {} has address {} (the host is {})",
+                self.id, lease.sandbox, lease.host
+            );
+        }
+        Ok(Some(inside))
+    }
+
     /// Removes everything of the sandbox; returns what could not be removed.
     fn destroy(&mut self) -> Vec<String> {
         let mut warnings = Vec::new();
@@ -304,6 +348,12 @@ impl Sandbox {
             &self.id,
             Some(self.lease.clone()),
         ));
+        if let Some((pool, lease)) = self.address.take() {
+            warnings.extend(moat_net::teardown(lease.sandbox));
+            if let Err(err) = pool.release(lease.slot) {
+                warnings.push(error_chain(&err));
+            }
+        }
         warnings
     }
 }

@@ -29,6 +29,7 @@ pub fn oci_config(
     root: &PreparedRoot,
     lease: &IdLease,
     cgroups: &CgroupFacts,
+    network: Option<&moat_net::Names>,
 ) -> Value {
     let fs = &plan.filesystem;
     let mut mounts = vec![
@@ -83,7 +84,7 @@ pub fn oci_config(
     if cgroups.io_weight {
         resources["blockIO"] = json!({"weight": cgroups.scale_io_weight(res.io_weight)});
     }
-    json!({
+    let mut config = json!({
         "ociVersion": "1.0.2",
         "hostname": plan.hostname,
         "root": {"path": root.path, "readonly": true},
@@ -116,7 +117,19 @@ pub fn oci_config(
             "readonlyPaths": readonly_paths(plan, cgroups),
             "rootfsPropagation": "private",
         },
-    })
+    });
+    if let Some(names) = network {
+        // libcontainer moves the sandbox end of the veth pair in, with its address.
+        config["linux"]["netDevices"] = json!({ names.peer.clone(): {"name": "eth0"} });
+        // IPv6 is off on a sandbox with a way out: the network wall is written for IPv4,
+        // and nothing may be open that the rules do not cover. (Loopback-only sandboxes
+        // keep ::1, which servers bind to by default.)
+        config["linux"]["sysctl"] = json!({
+            "net.ipv6.conf.all.disable_ipv6": "1",
+            "net.ipv6.conf.default.disable_ipv6": "1",
+        });
+    }
+    config
 }
 
 /// The plan's read-only paths plus the cgroup mounts: on cgroup v1 the mount's own `ro`

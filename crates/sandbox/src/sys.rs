@@ -179,3 +179,40 @@ pub fn cloexec_from(first: libc::c_uint) -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
+
+/// Adds a default IPv4 route via `gateway` in the current network namespace.
+pub fn add_default_route(gateway: std::net::Ipv4Addr) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let socket = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(io::Error::from)?;
+    let inet = |address: std::net::Ipv4Addr| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(address).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: rtentry is plain old data; all-zero is a valid value.
+    let mut route: libc::rtentry = unsafe { std::mem::zeroed() };
+    let any = inet(std::net::Ipv4Addr::UNSPECIFIED);
+    let via = inet(gateway);
+    // SAFETY: sockaddr_in and sockaddr have the same size; the kernel reads these fields
+    // as sockaddr_in because their family is AF_INET.
+    unsafe {
+        route.rt_dst = std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(any);
+        route.rt_genmask = std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(any);
+        route.rt_gateway = std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(via);
+    }
+    route.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
+    // SAFETY: SIOCADDRT reads a valid rtentry that lives for the duration of the call.
+    if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCADDRT, &route) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -1,0 +1,483 @@
+//! The network wall with real traffic, safely: every test builds a throwaway outer
+//! network namespace holding only loopback and veths it makes, with test hosts in their
+//! own namespaces (a "public internet" host, a cloud metadata server, a private service)
+//! and a "hub API" on the outer namespace itself. moat runs inside the outer namespace,
+//! so nothing can leave the machine, and deleting it removes every link and rule.
+#![allow(clippy::unwrap_used)] // test helpers may panic: a panic is a failed test
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const INTERNET: &str = "203.0.113.10";
+const METADATA: &str = "169.254.169.254";
+const PRIVATE: &str = "10.200.0.5";
+const HUB: &str = "10.77.0.1";
+
+/// Python that tries TCP connections and prints `ip:port ok|<error>` per target.
+const PROBE: &str = r#"
+import socket, sys
+for target in sys.argv[1:]:
+    host, port = target.rsplit(":", 1)
+    s = socket.socket(); s.settimeout(1.5)
+    try:
+        s.connect((host, int(port))); print(target, "ok")
+    except OSError as e:
+        print(target, type(e).__name__)
+    finally:
+        s.close()
+"#;
+
+struct Lab {
+    outer: String,
+    hosts: Vec<String>,
+    servers: Vec<Child>,
+}
+
+fn ip(args: &[&str]) {
+    let status = Command::new("ip").args(args).status().unwrap();
+    assert!(status.success(), "ip {args:?}");
+}
+
+impl Lab {
+    fn new(tag: &str) -> Lab {
+        let outer = format!("moat-t{}-{tag}", std::process::id());
+        ip(&["netns", "add", &outer]);
+        let mut lab = Lab {
+            outer: outer.clone(),
+            hosts: Vec::new(),
+            servers: Vec::new(),
+        };
+        ip(&["-n", &outer, "link", "set", "lo", "up"]);
+        ip(&[
+            "-n",
+            &outer,
+            "addr",
+            "add",
+            &format!("{HUB}/32"),
+            "dev",
+            "lo",
+        ]);
+        lab.in_outer(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        // The host's own services: the hub API (allowed when named), another port on the
+        // same address (never allowed), and one on the host's loopback.
+        lab.serve(None, HUB, 8081);
+        lab.serve(None, HUB, 9999);
+        lab.serve(None, "127.0.0.1", 8082);
+        for (name, address, gateway, prefix) in [
+            ("inet", INTERNET, "203.0.113.1", 24),
+            ("meta", METADATA, "169.254.0.1", 16),
+            ("priv", PRIVATE, "10.200.0.1", 24),
+        ] {
+            let host = format!("{outer}-{name}");
+            ip(&["netns", "add", &host]);
+            lab.hosts.push(host.clone());
+            let outer_end = format!("vt-{name}");
+            ip(&[
+                "-n", &outer, "link", "add", &outer_end, "type", "veth", "peer", "name", "eth0",
+                "netns", &host,
+            ]);
+            ip(&[
+                "-n",
+                &outer,
+                "addr",
+                "add",
+                &format!("{gateway}/{prefix}"),
+                "dev",
+                &outer_end,
+            ]);
+            ip(&["-n", &outer, "link", "set", &outer_end, "up"]);
+            ip(&[
+                "-n",
+                &host,
+                "addr",
+                "add",
+                &format!("{address}/{prefix}"),
+                "dev",
+                "eth0",
+            ]);
+            ip(&["-n", &host, "link", "set", "eth0", "up"]);
+            ip(&["-n", &host, "link", "set", "lo", "up"]);
+            ip(&["-n", &host, "route", "add", "default", "via", gateway]);
+            lab.serve(Some(&host), address, 80);
+            lab.serve(Some(&host), address, 443);
+        }
+        lab.wait_listening();
+        lab
+    }
+
+    fn nsenter(namespace: &str) -> Command {
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--net=/run/netns/{namespace}"))
+            .arg("--");
+        command
+    }
+
+    fn in_outer(&self, args: &[&str]) {
+        let status = Lab::nsenter(&self.outer).args(args).status().unwrap();
+        assert!(status.success(), "{args:?}");
+    }
+
+    fn serve(&mut self, namespace: Option<&str>, address: &str, port: u16) {
+        let script = format!(
+            "import socket\ns = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+             s.bind(('{address}', {port})); s.listen(64)\nwhile True:\n    c, _ = s.accept(); c.close()\n"
+        );
+        let child = Lab::nsenter(namespace.unwrap_or(&self.outer))
+            .args(["python3", "-c", &script])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.servers.push(child);
+    }
+
+    fn wait_listening(&self) {
+        let targets = [
+            format!("{HUB}:8081"),
+            format!("{INTERNET}:80"),
+            format!("{METADATA}:80"),
+            format!("{PRIVATE}:80"),
+        ];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let results =
+                self.probe_from_host(&targets.iter().map(String::as_str).collect::<Vec<_>>());
+            if results.iter().all(|(_, r)| r == "ok") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "test hosts did not come up: {results:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Connections from the host (the outer namespace): the control.
+    fn probe_from_host(&self, targets: &[&str]) -> Vec<(String, String)> {
+        let output = Lab::nsenter(&self.outer)
+            .args(["python3", "-c", PROBE])
+            .args(targets)
+            .output()
+            .unwrap();
+        parse_probe(&String::from_utf8_lossy(&output.stdout))
+    }
+
+    /// `moat` inside the outer namespace.
+    fn moat(&self) -> Command {
+        let mut command = Lab::nsenter(&self.outer);
+        command.arg(env!("CARGO_BIN_EXE_moat")).stdin(Stdio::null());
+        command
+    }
+
+    /// Connections from inside a sandbox run with `options`.
+    fn probe_from_sandbox(&self, options: &[&str], targets: &[&str]) -> Vec<(String, String)> {
+        let output = self
+            .moat()
+            .arg("run")
+            .args(options)
+            .args(["--", "python3", "-c", PROBE])
+            .args(targets)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        parse_probe(&String::from_utf8_lossy(&output.stdout))
+    }
+
+    fn links(&self) -> String {
+        let output = Command::new("ip")
+            .args(["-n", &self.outer, "-o", "link"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    fn rules(&self) -> String {
+        let output = Lab::nsenter(&self.outer)
+            .args(["nft", "list", "ruleset"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for server in &mut self.servers {
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+        for host in &self.hosts {
+            let _ = Command::new("ip").args(["netns", "del", host]).status();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.outer])
+            .status();
+    }
+}
+
+fn parse_probe(stdout: &str) -> Vec<(String, String)> {
+    stdout
+        .lines()
+        .filter_map(|l| {
+            l.split_once(' ')
+                .map(|(t, r)| (t.to_string(), r.to_string()))
+        })
+        .collect()
+}
+
+fn result_of<'a>(results: &'a [(String, String)], target: &str) -> &'a str {
+    results
+        .iter()
+        .find(|(t, _)| t == target)
+        .map_or("missing", |(_, r)| r.as_str())
+}
+
+fn network_available() -> bool {
+    let tools = ["ip", "nft", "tc", "nsenter"].iter().all(|tool| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    require_root()
+        && require(
+            tools,
+            "ip, nft, tc and nsenter are needed (apt-get install iproute2 nftables util-linux)",
+        )
+}
+
+#[test]
+fn isolated_reaches_only_the_named_host_endpoint() {
+    if !network_available() {
+        return;
+    }
+    let lab = Lab::new("iso");
+    let hub = format!("{HUB}:8081");
+    let hub_other = format!("{HUB}:9999");
+    let targets = [
+        hub.as_str(),
+        &hub_other,
+        "127.0.0.1:8082",
+        "203.0.113.10:80",
+        "169.254.169.254:80",
+        "10.200.0.5:80",
+    ];
+    // Control: from the host, every one of them answers.
+    for (target, result) in lab.probe_from_host(&targets) {
+        assert_eq!(result, "ok", "control: {target} answers the host");
+    }
+    let inside = lab.probe_from_sandbox(&["--net", "isolated", "--allow-host", &hub], &targets);
+    let ipv6 = lab
+        .moat()
+        .args([
+            "run",
+            "--net",
+            "isolated",
+            "--",
+            "cat",
+            "/proc/sys/net/ipv6/conf/all/disable_ipv6",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&ipv6.stdout).trim(),
+        "1",
+        "IPv6 is off, not open"
+    );
+    assert_eq!(
+        result_of(&inside, &hub),
+        "ok",
+        "the named endpoint: {inside:?}"
+    );
+    for target in &targets[1..] {
+        assert_ne!(
+            result_of(&inside, target),
+            "ok",
+            "{target} must be closed: {inside:?}"
+        );
+    }
+}
+
+#[test]
+fn egress_follows_the_allowlist_and_closed_ranges_stay_closed() {
+    if !network_available() {
+        return;
+    }
+    let lab = Lab::new("egr");
+    let targets = [
+        "203.0.113.10:80",
+        "203.0.113.10:443",
+        "169.254.169.254:80",
+        "10.200.0.5:80",
+        "10.77.0.1:8081",
+    ];
+    for (target, result) in lab.probe_from_host(&targets) {
+        assert_eq!(result, "ok", "control: {target} answers the host");
+    }
+    let inside = lab.probe_from_sandbox(
+        &["--net", "egress", "--egress", "0.0.0.0/0:80/tcp"],
+        &targets,
+    );
+    assert_eq!(
+        result_of(&inside, "203.0.113.10:80"),
+        "ok",
+        "allowed egress: {inside:?}"
+    );
+    for closed in &targets[1..] {
+        assert_ne!(
+            result_of(&inside, closed),
+            "ok",
+            "{closed} must be closed: {inside:?}"
+        );
+    }
+}
+
+#[test]
+fn sandboxes_cannot_reach_each_other_and_the_host_reaches_only_published_ports() {
+    if !network_available() {
+        return;
+    }
+    let lab = Lab::new("two");
+    let server = "import socket, threading\n\
+        def serve(port):\n    s = socket.socket(); s.bind(('0.0.0.0', port)); s.listen(8)\n    while True:\n        c, _ = s.accept(); c.close()\n\
+        [threading.Thread(target=serve, args=(p,), daemon=True).start() for p in (8000, 8001)]\n\
+        open('/tmp/ready', 'w').close()\nimport time; time.sleep(30)\n";
+    let mut b = lab
+        .moat()
+        .args([
+            "run",
+            "--net",
+            "isolated",
+            "--publish",
+            "8000",
+            "--",
+            "python3",
+            "-c",
+            server,
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(b.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+    let address = line
+        .split("has address ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string();
+    let published = format!("{address}:8000");
+    let unpublished = format!("{address}:8001");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while result_of(&lab.probe_from_host(&[&published]), &published) != "ok"
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let from_host = lab.probe_from_host(&[&published, &unpublished]);
+    let from_a = lab.probe_from_sandbox(
+        &["--net", "egress", "--egress", "0.0.0.0/0:8000/tcp"],
+        &[&published],
+    );
+    let from_a_isolated = lab.probe_from_sandbox(&["--net", "isolated"], &[&published]);
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(b.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = b.wait();
+    assert_eq!(
+        result_of(&from_host, &published),
+        "ok",
+        "the host reaches a published port: {from_host:?}"
+    );
+    assert_ne!(
+        result_of(&from_host, &unpublished),
+        "ok",
+        "and nothing else: {from_host:?}"
+    );
+    assert_ne!(
+        result_of(&from_a, &published),
+        "ok",
+        "another sandbox is never reachable, even with egress: {from_a:?}"
+    );
+    assert_ne!(
+        result_of(&from_a_isolated, &published),
+        "ok",
+        "{from_a_isolated:?}"
+    );
+}
+
+#[test]
+fn links_rules_and_addresses_are_gone_after_exit_and_after_sigkill_plus_gc() {
+    if !network_available() {
+        return;
+    }
+    let lab = Lab::new("gone");
+    assert_eq!(
+        lab.probe_from_sandbox(&["--net", "isolated"], &["10.77.0.1:8081"])
+            .len(),
+        1
+    );
+    assert!(!lab.links().contains(": moat-"), "{}", lab.links());
+    assert!(!lab.rules().contains("chain in-"), "{}", lab.rules());
+
+    let id = test_id("netkill");
+    let mut child = lab
+        .moat()
+        .args([
+            "run", "--id", &id, "--net", "isolated", "--", "sleep", "300",
+        ])
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !lab.rules().contains("chain in-") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        lab.rules().contains("chain in-"),
+        "control: a live sandbox has rules"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    child.wait().unwrap();
+    let gc = lab.moat().arg("gc").output().unwrap();
+    assert!(
+        gc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gc.stderr)
+    );
+    assert!(!lab.links().contains(": moat-"), "{}", lab.links());
+    assert!(!lab.rules().contains("chain in-"), "{}", lab.rules());
+    assert_eq!(leftovers(&id), Vec::<String>::new());
+    let leases = std::fs::read_dir("/var/lib/moat/net")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|pool| {
+            std::fs::read_dir(pool.path().join("slots"))
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .filter(|slot| {
+            std::fs::read_to_string(slot.path())
+                .unwrap_or_default()
+                .contains(&id)
+        })
+        .count();
+    assert_eq!(leases, 0, "the address lease is reclaimed");
+}
