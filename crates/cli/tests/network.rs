@@ -104,6 +104,9 @@ impl Lab {
             ip(&["-n", &host, "route", "add", "default", "via", gateway]);
             lab.serve(Some(&host), address, 80);
             lab.serve(Some(&host), address, 443);
+            if name == "inet" {
+                lab.serve_transfers(&host, address);
+            }
         }
         lab.wait_listening();
         lab
@@ -136,10 +139,24 @@ impl Lab {
         self.servers.push(child);
     }
 
+    /// A sink on port 9000 (reads to the end) and a source on 9001 (sends 3 MB).
+    fn serve_transfers(&mut self, namespace: &str, address: &str) {
+        let script = TRANSFER_SERVER.replace("ADDRESS", address);
+        let child = Lab::nsenter(namespace)
+            .args(["python3", "-c", &script])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.servers.push(child);
+    }
+
     fn wait_listening(&self) {
         let targets = [
             format!("{HUB}:8081"),
             format!("{INTERNET}:80"),
+            format!("{INTERNET}:9000"),
+            format!("{INTERNET}:9001"),
             format!("{METADATA}:80"),
             format!("{PRIVATE}:80"),
         ];
@@ -480,4 +497,98 @@ fn links_rules_and_addresses_are_gone_after_exit_and_after_sigkill_plus_gc() {
         })
         .count();
     assert_eq!(leases, 0, "the address lease is reclaimed");
+}
+
+/// A sink on port 9000 (reads to the end) and a source on 9001 (sends 3 MB).
+const TRANSFER_SERVER: &str = r#"
+import socket, threading
+def sink(c):
+    while c.recv(65536):
+        pass
+    c.close()
+def source(c):
+    c.sendall(b"x" * (3 << 20))
+    c.close()
+def serve(port, handler):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("ADDRESS", port))
+    s.listen(8)
+    while True:
+        c, _ = s.accept()
+        threading.Thread(target=handler, args=(c,), daemon=True).start()
+threading.Thread(target=serve, args=(9000, sink), daemon=True).start()
+serve(9001, source)
+"#;
+
+/// Sends 3 MB to the sink and receives 3 MB from the source; prints both rates in bit/s.
+const TRANSFER: &str = r#"
+import socket, time
+def upload():
+    s = socket.create_connection(("203.0.113.10", 9000)); start = time.monotonic()
+    s.sendall(b"x" * (3 << 20)); s.shutdown(socket.SHUT_WR); s.recv(1); s.close()
+    return (3 << 23) / (time.monotonic() - start)
+def download():
+    s = socket.create_connection(("203.0.113.10", 9001)); start = time.monotonic(); n = 0
+    while True:
+        data = s.recv(65536)
+        if not data: break
+        n += len(data)
+    return n * 8 / (time.monotonic() - start)
+print(int(upload()), int(download()))
+"#;
+
+#[test]
+fn bandwidth_is_limited_in_both_directions() {
+    if !network_available() {
+        return;
+    }
+    let lab = Lab::new("bw");
+    let rates = |extra: &[&str]| -> (f64, f64) {
+        let mut options = vec![
+            "--net",
+            "egress",
+            "--egress",
+            "203.0.113.10/32:9000-9001/tcp",
+        ];
+        options.extend_from_slice(extra);
+        let output = lab
+            .moat()
+            .arg("run")
+            .args(&options)
+            .args(["--", "python3", "-c", TRANSFER])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout);
+        let numbers: Vec<f64> = text
+            .split_whitespace()
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        assert_eq!(
+            numbers.len(),
+            2,
+            "{text} {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (numbers[0], numbers[1])
+    };
+    let limit = 8_000_000.0;
+    let (up, down) = rates(&["--bandwidth", "8mbit"]);
+    eprintln!(
+        "with --bandwidth 8mbit: upload {:.2} Mbit/s, download {:.2} Mbit/s",
+        up / 1e6,
+        down / 1e6
+    );
+    for (direction, rate) in [("upload", up), ("download", down)] {
+        assert!(
+            rate <= limit * 1.2 && rate >= limit * 0.8,
+            "{direction} {rate:.0} bit/s is not within 20% of {limit}"
+        );
+    }
+    // Control: without the limit the same transfer is far faster.
+    let (free_up, free_down) = rates(&[]);
+    assert!(
+        free_up > limit * 3.0 && free_down > limit * 3.0,
+        "control: {free_up} {free_down}"
+    );
 }

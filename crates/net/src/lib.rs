@@ -104,7 +104,7 @@ pub fn setup(plan: &NetworkPlan, lease: &AddressLease) -> Result<Inside, NetErro
     link::create_veth(&names, lease)?;
     let installed =
         nft::install(plan, lease, &names).and_then(|()| match plan.bandwidth_bits_per_second {
-            Some(rate) => tc::limit(&names.host, rate),
+            Some(rate) => tc::limit(None, &names.host, rate),
             None => Ok(()),
         });
     if let Err(err) = installed {
@@ -116,6 +116,16 @@ pub fn setup(plan: &NetworkPlan, lease: &AddressLease) -> Result<Inside, NetErro
         address: lease.sandbox,
         gateway: lease.host,
     })
+}
+
+/// Limits what the sandbox sends, on its own interface; call once the interface is in the
+/// sandbox's network namespace (`netns`: `/proc/PID/ns/net` of its init) and before the
+/// workload starts.
+pub fn limit_inside(plan: &NetworkPlan, netns: &str, inside: &Inside) -> Result<(), NetError> {
+    match plan.bandwidth_bits_per_second {
+        Some(rate) => tc::limit(Some(netns), inside.interface, rate),
+        None => Ok(()),
+    }
 }
 
 /// Removes the host side of the sandbox at `address`; returns what could not be removed.

@@ -1,19 +1,28 @@
-//! Bandwidth limits with tc on the host end of the veth pair: a token bucket on what the
-//! host sends into the sandbox, a policer on what the sandbox sends out. The sandbox has
-//! no capability to change either. moat runs `tc` (no well-kept Rust crate covers tbf and
-//! policers) and checks its result; the qdiscs disappear with the link.
+//! Bandwidth limits with tc: a token bucket on each end of the veth pair, the host end for
+//! what flows into the sandbox, the sandbox's `eth0` for what flows out (shaping, not
+//! policing, so TCP runs at the rate instead of collapsing on drops). The sandbox has no
+//! capability to change either. moat runs `tc` (no well-kept Rust crate covers tbf) and
+//! checks its result; the qdiscs disappear with the links.
 
 use std::process::Command;
 
 use crate::NetError;
 
-fn tc(arguments: &[String]) -> Result<(), NetError> {
-    let output = Command::new("tc")
+fn tc(netns: Option<&str>, arguments: &[String]) -> Result<(), NetError> {
+    let mut command = match netns {
+        Some(path) => {
+            let mut command = Command::new("nsenter");
+            command.arg(format!("--net={path}")).arg("--").arg("tc");
+            command
+        }
+        None => Command::new("tc"),
+    };
+    let output = command
         .args(arguments)
         .output()
         .map_err(|source| NetError::Tool {
             tool: "tc",
-            hint: "apt-get install iproute2",
+            hint: "apt-get install iproute2 util-linux",
             source,
         })?;
     if output.status.success() {
@@ -27,40 +36,19 @@ fn tc(arguments: &[String]) -> Result<(), NetError> {
     }
 }
 
-/// Limits traffic through `interface` to `bits_per_second` in each direction.
-pub fn limit(interface: &str, bits_per_second: u64) -> Result<(), NetError> {
+/// Limits what `interface` sends to `bits_per_second`; `netns` is the path of the network
+/// namespace it lives in (`/proc/PID/ns/net`), or None for the current one.
+pub fn limit(netns: Option<&str>, interface: &str, bits_per_second: u64) -> Result<(), NetError> {
     // A bucket of about 20 ms of traffic (at least a few full-size packets) keeps TCP
     // close to the rate without letting bursts exceed it by much.
-    let burst_bytes = (bits_per_second / 8 / 50).max(16 * 1514);
+    let burst = (bits_per_second / 8 / 50).max(16 * 1514).to_string();
     let rate = format!("{bits_per_second}bit");
-    let burst = burst_bytes.to_string();
-    let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    tc(&args(&[
+    let arguments: Vec<String> = [
         "qdisc", "replace", "dev", interface, "root", "tbf", "rate", &rate, "burst", &burst,
         "latency", "50ms",
-    ]))?;
-    tc(&args(&[
-        "qdisc", "replace", "dev", interface, "handle", "ffff:", "ingress",
-    ]))?;
-    tc(&args(&[
-        "filter",
-        "replace",
-        "dev",
-        interface,
-        "parent",
-        "ffff:",
-        "protocol",
-        "all",
-        "prio",
-        "1",
-        "matchall",
-        "action",
-        "police",
-        "rate",
-        &rate,
-        "burst",
-        &burst,
-        "conform-exceed",
-        "drop",
-    ]))
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .collect();
+    tc(netns, &arguments)
 }

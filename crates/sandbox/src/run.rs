@@ -232,7 +232,7 @@ impl Sandbox {
         let (error_read, error_write): (OwnedFd, OwnedFd) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(SandboxError::Supervise)?;
         let executor = MoatExecutor::new(
-            inside,
+            inside.clone(),
             plan.process.cwd.clone(),
             plan.landlock.clone(),
             filter,
@@ -268,6 +268,10 @@ impl Sandbox {
             .pid()
             .ok_or_else(|| SandboxError::Container("the sandbox init has no pid".into()))?;
         self.container = Some(container.clone());
+        if let Some(inside) = &inside {
+            // The sandbox's interface is in its namespace by now; the workload is not running.
+            moat_net::limit_inside(&plan.network, &format!("/proc/{init}/ns/net"), inside)?;
+        }
         container.start().map_err(container_err)?;
 
         let status = loop {
