@@ -282,6 +282,7 @@ fn help_version_and_doctor_work() {
         "cgroups",
         "namespaces",
         "capabilities",
+        "network",
     ] {
         assert!(
             text.lines()

@@ -89,7 +89,7 @@ pub fn probe(min_landlock_abi: u8) -> Vec<Check> {
         check(
             "namespaces",
             Availability::Ok,
-            "pid, mount, network (loopback only), ipc, uts, cgroup",
+            "pid, mount, network, ipc, uts, cgroup",
         )
     } else {
         check(
@@ -204,6 +204,8 @@ pub fn probe(min_landlock_abi: u8) -> Vec<Check> {
         )),
     }
 
+    checks.push(network_check());
+
     let lsms = fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
     checks.push(check(
         "bpf-lsm",
@@ -215,4 +217,48 @@ pub fn probe(min_landlock_abi: u8) -> Vec<Check> {
         "",
     ));
     checks
+}
+
+/// The tools and kernel pieces `--net isolated` and `egress` need. Optional: the default
+/// profile's network is loopback only.
+fn network_check() -> Check {
+    let tool = |name: &str| {
+        std::process::Command::new(name)
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let mut missing = Vec::new();
+    if !tool("nft") {
+        missing.push("nft (apt-get install nftables)");
+    }
+    if !tool("tc") {
+        missing.push("tc (apt-get install iproute2)");
+    }
+    if !std::process::Command::new("nsenter")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        missing.push("nsenter (apt-get install util-linux)");
+    }
+    if !Path::new("/proc/sys/net/ipv4/ip_forward").exists() {
+        missing.push("IPv4 forwarding (for egress)");
+    }
+    if missing.is_empty() {
+        check(
+            "network",
+            Availability::Ok,
+            "netns, veth, nftables, tc: --net none, isolated and egress",
+        )
+    } else {
+        check(
+            "network",
+            Availability::OptionalMissing(format!(
+                "--net isolated and egress need {}; --net none works",
+                missing.join(", ")
+            )),
+            "",
+        )
+    }
 }
