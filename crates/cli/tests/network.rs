@@ -592,3 +592,159 @@ fn bandwidth_is_limited_in_both_directions() {
         "control: {free_up} {free_down}"
     );
 }
+
+#[test]
+fn an_exhausted_pool_is_a_clear_error_and_creates_nothing() {
+    if !network_available() {
+        return;
+    }
+    let lab = Lab::new("pool");
+    // A /29 holds two /30 subnets: the host's own and one sandbox.
+    let scratch = Scratch::new();
+    let profile = scratch.join("tiny.toml");
+    let octet = std::process::id() % 250;
+    let builtin = include_str!("../../../policies/profiles/untrusted.toml");
+    std::fs::write(
+        &profile,
+        builtin.replace(
+            "pool = \"10.77.0.0/16\"",
+            &format!("pool = \"10.99.{octet}.0/29\""),
+        ),
+    )
+    .unwrap();
+    let profile = profile.to_str().unwrap();
+    let mut first = lab
+        .moat()
+        .args([
+            "run",
+            "--profile",
+            profile,
+            "--net",
+            "isolated",
+            "--",
+            "sleep",
+            "5",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(first.stderr.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(line.contains("has address"), "{line}");
+    let id = test_id("exhausted");
+    let second = lab
+        .moat()
+        .args([
+            "run",
+            "--id",
+            &id,
+            "--profile",
+            profile,
+            "--net",
+            "isolated",
+            "--",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = first.wait();
+    assert_eq!(second.status.code(), Some(125));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("is exhausted"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert_eq!(leftovers(&id), Vec::<String>::new());
+    // Control: once the first sandbox is gone, its address serves the next.
+    let third = lab
+        .moat()
+        .args([
+            "run",
+            "--profile",
+            profile,
+            "--net",
+            "isolated",
+            "--",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        third.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&third.stderr)
+    );
+}
+
+#[test]
+fn concurrent_sandboxes_get_their_own_addresses_and_rules() {
+    if !network_available() {
+        return;
+    }
+    let lab = Lab::new("many");
+    let children: Vec<Child> = (0..6)
+        .map(|_| {
+            lab.moat()
+                .args([
+                    "run",
+                    "--net",
+                    "isolated",
+                    "--allow-host",
+                    "10.77.0.1:8081",
+                    "--",
+                    "python3",
+                    "-c",
+                    PROBE,
+                    "10.77.0.1:8081",
+                    "10.77.0.1:9999",
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut addresses = Vec::new();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let results = parse_probe(&String::from_utf8_lossy(&output.stdout));
+        assert_eq!(result_of(&results, "10.77.0.1:8081"), "ok", "{results:?}");
+        assert_ne!(result_of(&results, "10.77.0.1:9999"), "ok", "{results:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        addresses.push(
+            stderr
+                .split("has address ")
+                .nth(1)
+                .and_then(|r| r.split(' ').next())
+                .unwrap_or_default()
+                .to_string(),
+        );
+    }
+    let mut unique = addresses.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        addresses.len(),
+        "each sandbox its own address: {addresses:?}"
+    );
+    assert!(
+        !lab.rules().contains("chain in-"),
+        "all rules removed: {}",
+        lab.rules()
+    );
+}
