@@ -6,6 +6,7 @@
 
 mod cmd_doctor;
 mod cmd_gc;
+mod cmd_policy;
 mod cmd_run;
 mod exit;
 
@@ -27,6 +28,9 @@ enum Command {
     Doctor(cmd_doctor::DoctorArgs),
     /// Remove what sandboxes of a killed moat left behind.
     Gc(cmd_gc::GcArgs),
+    /// Work with KubeArmor-format runtime policies.
+    #[command(subcommand)]
+    Policy(cmd_policy::PolicyCommand),
 }
 
 fn main() {
@@ -52,6 +56,7 @@ fn main() {
         Command::Run(args) => cmd_run::run(*args),
         Command::Doctor(args) => cmd_doctor::run(args),
         Command::Gc(args) => cmd_gc::run(args),
+        Command::Policy(command) => cmd_policy::run(command),
     };
     std::process::exit(code);
 }

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod compile;
+pub mod kubearmor;
 mod network;
 mod plan;
 mod profile;
