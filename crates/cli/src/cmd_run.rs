@@ -72,6 +72,13 @@ pub struct RunArgs {
     /// DNS resolver for egress mode (repeatable); replaces the profile's.
     #[arg(long, value_name = "IP")]
     dns: Vec<String>,
+    /// A KubeArmor-format policy file to enforce (repeatable); policies whose selector
+    /// matches the run's labels apply. Check them with `moat policy check`.
+    #[arg(long = "policy", value_name = "FILE")]
+    policies: Vec<PathBuf>,
+    /// A label of the sandbox, for policy selectors (repeatable).
+    #[arg(long = "label", short = 'l', value_name = "KEY=VALUE")]
+    labels: Vec<String>,
     /// Sandbox id (1 to 64 of a-z, 0-9); random when not given.
     #[arg(long, value_name = "ID")]
     id: Option<String>,
@@ -107,7 +114,30 @@ impl RunArgs {
                     .ok_or_else(|| format!("--env {entry:?}: expected KEY=VALUE"))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let labels = self
+            .labels
+            .iter()
+            .map(|entry| {
+                entry
+                    .split_once('=')
+                    .filter(|(k, _)| !k.is_empty())
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .ok_or_else(|| format!("--label {entry:?}: expected KEY=VALUE"))
+            })
+            .collect::<Result<_, _>>()?;
+        let mut policies = Vec::new();
+        let mut policy_findings = Vec::new();
+        for file in &self.policies {
+            let text = std::fs::read_to_string(file)
+                .map_err(|err| format!("--policy {}: cannot read: {err}", file.display()))?;
+            let (loaded, findings) = moat_policy::kubearmor::check_text(file, &text);
+            policies.extend(loaded);
+            policy_findings.extend(findings);
+        }
         Ok(RunRequest {
+            labels,
+            policies,
+            policy_findings,
             id: self.id.clone().unwrap_or_else(random_id),
             argv: self.command.clone(),
             rootfs: self.rootfs.clone(),
@@ -148,6 +178,15 @@ pub fn run(args: RunArgs) -> i32 {
         Ok(plan) => plan,
         Err(err) => return setup_failed("", &chain(&err)),
     };
+    for unmatched in &plan.policy.unmatched {
+        eprintln!("moat: warning: policy {unmatched}");
+    }
+    if plan.policy.audit_rules > 0 {
+        eprintln!(
+            "moat: warning: {} Audit rule(s) are accepted but produce no alert yet",
+            plan.policy.audit_rules
+        );
+    }
     if args.dry_run {
         if let Err(err) = rootfs::preflight(&plan) {
             return setup_failed("filesystem", &chain(&err));

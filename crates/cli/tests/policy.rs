@@ -92,3 +92,193 @@ fn unreadable_files_and_json_output() {
         .iter()
         .all(|f| f["line"].as_u64().unwrap() > 1 && f["level"] == "error"));
 }
+
+fn policy_file(scratch: &Scratch, name: &str, body: &str) -> String {
+    let path = scratch.join(name);
+    let text = format!(
+        "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorPolicy\nmetadata:\n  name: {}\nspec:\n  selector:\n    matchLabels:\n      team: blue\n{body}",
+        name.trim_end_matches(".yaml")
+    );
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+fn process_block_denies_exec_and_copies_cannot_bypass_it() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let policy = policy_file(
+        &scratch,
+        "no-apt.yaml",
+        "  action: Block\n  process:\n    matchPaths:\n      - path: /usr/bin/apt\n",
+    );
+    let script = "apt --version >/dev/null 2>&1; echo apt=$?; head -c1 /usr/bin/apt >/dev/null && echo readable; \
+                  cp /usr/bin/apt /tmp/apt2; /tmp/apt2 --version >/dev/null 2>&1; echo copy=$?; python3 -c 'print(\"python\")'";
+    let blocked = sh(&["--policy", &policy, "--label", "team=blue"], script);
+    assert_eq!(blocked.status, 0, "{}", blocked.stderr);
+    assert_eq!(
+        blocked.stdout.lines().collect::<Vec<_>>(),
+        ["apt=126", "readable", "copy=126", "python"]
+    );
+    // Controls: without the policy, or when its selector does not match, apt runs.
+    let free = sh(&[], "apt --version >/dev/null 2>&1; echo apt=$?; cp /usr/bin/apt /tmp/apt2; /tmp/apt2 --version >/dev/null; echo copy=$?");
+    assert_eq!(free.stdout.lines().collect::<Vec<_>>(), ["apt=0", "copy=0"]);
+    let unmatched = sh(
+        &["--policy", &policy, "--label", "team=red"],
+        "apt --version >/dev/null 2>&1; echo apt=$?",
+    );
+    assert_eq!(unmatched.stdout.trim(), "apt=0");
+    assert!(
+        unmatched
+            .stderr
+            .contains("its selector matches no label of this sandbox (team=red)"),
+        "{}",
+        unmatched.stderr
+    );
+}
+
+#[test]
+fn file_block_follows_symlinks_and_read_only_keeps_reading() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let home = scratch.join("home");
+    std::fs::create_dir_all(home.join("notes")).unwrap();
+    std::fs::write(home.join("notes/a.txt"), "notes\n").unwrap();
+    std::fs::set_permissions(
+        home.join("notes"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let policy = policy_file(
+        &scratch,
+        "files.yaml",
+        "  action: Block\n  file:\n    matchPaths:\n      - path: /etc/os-release\n    matchDirectories:\n      - dir: /home/jovyan/notes/\n        recursive: true\n        readOnly: true\n",
+    );
+    let script = "head -c0 /etc/os-release 2>/dev/null && echo os-release-readable; cat ~/notes/a.txt; touch ~/notes/b 2>/dev/null && echo notes-writable; touch ~/other && echo home-writable";
+    let home_arg = home.to_str().unwrap();
+    let blocked = sh(
+        &[
+            "--home",
+            home_arg,
+            "--policy",
+            &policy,
+            "--label",
+            "team=blue",
+        ],
+        script,
+    );
+    assert_eq!(
+        blocked.stdout.lines().collect::<Vec<_>>(),
+        ["notes", "home-writable"],
+        "{}",
+        blocked.stderr
+    );
+    let free = sh(&["--home", home_arg], script);
+    assert_eq!(
+        free.stdout.lines().collect::<Vec<_>>(),
+        [
+            "os-release-readable",
+            "notes",
+            "notes-writable",
+            "home-writable"
+        ],
+        "{}",
+        free.stderr
+    );
+}
+
+#[test]
+fn protocol_block_and_process_allow_list() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let no_udp = policy_file(
+        &scratch,
+        "no-udp.yaml",
+        "  network:\n    matchProtocols:\n      - protocol: udp\n        action: Block\n",
+    );
+    let probe = "import socket\nfor kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):\n    try:\n        socket.socket(socket.AF_INET, kind); print('ok')\n    except OSError as e:\n        print(e.errno)\n";
+    let blocked = run(
+        &["--policy", &no_udp, "--label", "team=blue"],
+        &["python3", "-c", probe],
+    );
+    assert_eq!(
+        blocked.stdout.lines().collect::<Vec<_>>(),
+        ["1", "ok"],
+        "udp EPERM, tcp fine: {}",
+        blocked.stderr
+    );
+    let free = run(&[], &["python3", "-c", probe]);
+    assert_eq!(free.stdout.lines().collect::<Vec<_>>(), ["ok", "ok"]);
+
+    let only_python = policy_file(
+        &scratch,
+        "only-python.yaml",
+        "  action: Allow\n  process:\n    matchPaths:\n      - path: /usr/bin/python3\n      - path: /usr/bin/dash\n",
+    );
+    let allowed = run(
+        &["--policy", &only_python, "--label", "team=blue"],
+        &[
+            "python3",
+            "-c",
+            "import subprocess\nprint(subprocess.run(['/usr/bin/true']).returncode)\n",
+        ],
+    );
+    assert!(
+        allowed.stderr.contains("PermissionError") || allowed.stdout.trim() == "126",
+        "only allowed binaries run: {} {}",
+        allowed.stdout,
+        allowed.stderr
+    );
+    let control = run(
+        &[],
+        &[
+            "python3",
+            "-c",
+            "import subprocess\nprint(subprocess.run(['/usr/bin/true']).returncode)\n",
+        ],
+    );
+    assert_eq!(control.stdout.trim(), "0");
+}
+
+#[test]
+fn ten_thousand_rules_apply_and_bad_policies_refuse_the_run() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let mut body = String::from("  action: Block\n  file:\n    matchPaths:\n");
+    for i in 0..10_000 {
+        body.push_str(&format!("      - path: /srv/data/file{i}\n"));
+    }
+    body.push_str("      - path: /etc/os-release\n");
+    let many = policy_file(&scratch, "many.yaml", &body);
+    let ran = sh(
+        &["--policy", &many, "--label", "team=blue"],
+        "head -c0 /etc/os-release 2>/dev/null || echo blocked",
+    );
+    assert_eq!(ran.stdout.trim(), "blocked", "{}", ran.stderr);
+
+    let bad = policy_file(
+        &scratch,
+        "bad.yaml",
+        "  process:\n    matchPaths:\n      - path: usr/bin/apt\n",
+    );
+    let id = test_id("badpolicy");
+    let refused = run(
+        &["--id", &id, "--policy", &bad, "--label", "team=blue"],
+        &["true"],
+    );
+    assert_eq!(refused.status, 125);
+    assert!(
+        refused.stderr.contains("must be absolute") && refused.stderr.contains("bad.yaml:"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(leftovers(&id), Vec::<String>::new());
+}

@@ -51,6 +51,9 @@ pub enum CompileError {
     /// An image path that is the host's own system.
     #[error("--rootfs {0}: refusing a system directory as an image (use an unpacked image, e.g. under /var/lib/moat-images)")]
     SystemImage(PathBuf),
+    /// The policies cannot be applied.
+    #[error(transparent)]
+    Policy(#[from] crate::enforce::EnforceError),
     /// The network request is malformed or not allowed.
     #[error(transparent)]
     Network(#[from] crate::network::NetworkError),
@@ -248,7 +251,15 @@ pub fn compile(
     let filesystem = filesystem(profile, request, host)?;
     let seccomp = SeccompProfile::builtin(&profile.seccomp.filter)?;
     let network = crate::network::plan_network(&profile.network, &request.network)?;
+    let policy = crate::enforce::plan_policies(
+        &request.policies,
+        &request.policy_findings,
+        &request.labels,
+    )?;
+    let seccomp = restrict_protocols(seccomp, &policy);
     let landlock = landlock(profile, &filesystem);
+    let mut filesystem_with_masks = filesystem;
+    let landlock = apply_path_policies(landlock, &policy, &mut filesystem_with_masks);
     let hostname = request
         .identity
         .as_deref()
@@ -288,7 +299,7 @@ pub fn compile(
             gid: SANDBOX_UID,
             user: SANDBOX_USER.to_string(),
         },
-        filesystem,
+        filesystem: filesystem_with_masks,
         resources,
         privileges: PrivilegePlan {
             capabilities: Vec::new(),
@@ -314,7 +325,101 @@ pub fn compile(
         landlock,
         seccomp,
         network,
+        policy,
     })
+}
+
+/// Adds the policies' file and process rules to the Landlock plan.
+///
+/// A file Block is carved out of Landlock's grants (EACCES). Landlock's rights are
+/// inherited downward, so in a writable place the directories on the way to a blocked path
+/// are granted entry by entry and take no new entries; a readOnly rule there is a
+/// read-only bind mount instead, which keeps the place around it writable.
+fn apply_path_policies(
+    mut landlock: LandlockPlan,
+    policy: &crate::enforce::PolicyPlan,
+    filesystem: &mut FilesystemPlan,
+) -> LandlockPlan {
+    use crate::enforce::{ListMode, PathRule};
+    let to_path = |rule: &PathRule| LandlockPath {
+        path: rule.path.clone(),
+        directory: rule.directory,
+        recursive: rule.recursive,
+        read_only: rule.read_only,
+    };
+    for rule in &policy.file.block {
+        let path = rule.path.trim_end_matches('/').to_string();
+        let writable = landlock
+            .read_write
+            .iter()
+            .any(|place| Path::new(&path).starts_with(place));
+        if rule.read_only && writable {
+            // A read-only bind keeps the place around it writable.
+            filesystem.readonly_paths.push(path);
+            continue;
+        }
+        let keep = if rule.read_only {
+            Keep::Read
+        } else {
+            Keep::Nothing
+        };
+        landlock.deny.push(LandlockDeny {
+            target: to_path(rule),
+            keep,
+        });
+    }
+    for rule in &policy.process.block {
+        landlock.deny.push(LandlockDeny {
+            target: to_path(rule),
+            keep: Keep::AllButExec,
+        });
+    }
+    if policy.process.mode == ListMode::AllowList {
+        landlock.exec_allow_only = Some(policy.process.allow.iter().map(to_path).collect());
+    }
+    if policy.file.mode == ListMode::AllowList {
+        landlock.file_allow_only = Some(policy.file.allow.iter().map(to_path).collect());
+    }
+    if !policy.process.block.is_empty() || policy.process.mode == ListMode::AllowList {
+        landlock.writable_exec = false;
+    }
+    landlock
+}
+
+/// Removes the socket rules of protocols the policies block (or do not allow, in
+/// allow-list mode). Unix sockets are not a network protocol and stay.
+fn restrict_protocols(
+    mut seccomp: SeccompProfile,
+    policy: &crate::enforce::PolicyPlan,
+) -> SeccompProfile {
+    let protocol_of = |rule: &crate::seccomp::ConditionalRule| -> Option<&'static str> {
+        let value = |arg: u8| rule.when.iter().find(|c| c.arg == arg).map(|c| c.value);
+        match (value(0), value(1), value(2)) {
+            (Some(2 | 10), Some(1), _) => Some("tcp"),
+            (Some(2 | 10), Some(2), Some(1)) => Some("icmp"),
+            (Some(10), Some(2), Some(58)) => Some("icmpv6"),
+            (Some(2 | 10), Some(2), _) => Some("udp"),
+            _ => None,
+        }
+    };
+    seccomp.conditional.retain(|rule| {
+        if rule.syscall != "socket" {
+            return true;
+        }
+        let Some(protocol) = protocol_of(rule) else {
+            return true;
+        };
+        let blocked = policy
+            .blocked_protocols
+            .iter()
+            .any(|p| p == protocol || p == "all");
+        let allowed = policy.allowed_protocols.as_ref().is_none_or(|list| {
+            list.iter()
+                .any(|p| p == protocol || p == "all" || (protocol == "icmpv6" && p == "icmp"))
+        });
+        !blocked && allowed
+    });
+    seccomp
 }
 
 fn resources(
@@ -476,6 +581,10 @@ fn landlock(profile: &Profile, filesystem: &FilesystemPlan) -> LandlockPlan {
             .collect(),
         scope_signals: true,
         scope_abstract_unix_sockets: true,
+        writable_exec: true,
+        deny: Vec::new(),
+        exec_allow_only: None,
+        file_allow_only: None,
     }
 }
 

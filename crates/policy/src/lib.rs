@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod compile;
+pub mod enforce;
 pub mod kubearmor;
 mod network;
 mod plan;

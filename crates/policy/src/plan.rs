@@ -36,6 +36,8 @@ pub struct Plan {
     pub seccomp: SeccompProfile,
     /// Network.
     pub network: NetworkPlan,
+    /// Runtime policies that select this sandbox, and what they enforce.
+    pub policy: crate::enforce::PolicyPlan,
 }
 
 /// Which profile, from where.
@@ -180,6 +182,50 @@ pub struct LandlockPlan {
     pub scope_signals: bool,
     /// Abstract unix sockets only within the same sandbox (ABI 6).
     pub scope_abstract_unix_sockets: bool,
+    /// Whether the writable places (home, /tmp, /dev/shm) may hold executables. Off when a
+    /// policy governs execution, so a copy or hard link of a blocked binary cannot run.
+    pub writable_exec: bool,
+    /// Paths carved out of the grants above (policy Block rules). Directories are
+    /// enumerated inside the sandbox at start, symlinks resolved there.
+    pub deny: Vec<LandlockDeny>,
+    /// Process allow-list mode: execution only of these.
+    pub exec_allow_only: Option<Vec<LandlockPath>>,
+    /// File allow-list mode: file access only to these (devices and /proc excepted).
+    pub file_allow_only: Option<Vec<LandlockPath>>,
+}
+
+/// A path named by a policy rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LandlockPath {
+    /// The path.
+    pub path: String,
+    /// A directory.
+    pub directory: bool,
+    /// With subdirectories (directories only).
+    pub recursive: bool,
+    /// Reading only.
+    pub read_only: bool,
+}
+
+/// A path denied by a Block rule, and what stays allowed on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LandlockDeny {
+    /// The path.
+    pub target: LandlockPath,
+    /// What the rule leaves.
+    pub keep: Keep,
+}
+
+/// What a Block rule leaves of the access the profile grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Keep {
+    /// Nothing (file Block).
+    Nothing,
+    /// Reading (file Block with readOnly).
+    Read,
+    /// Everything but execution (process Block).
+    AllButExec,
 }
 
 pub use crate::network::{EgressRule, NetMode, NetworkPlan, PortRange, Protocol};

@@ -37,6 +37,14 @@ pub struct RunRequest {
     pub tmp_size: Option<String>,
     /// `--net`, `--allow-host`, `--egress`, `--publish`, `--bandwidth`, `--dns`.
     pub network: crate::network::NetworkRequest,
+    /// `--label`: what policy selectors match.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// `--policy` files, parsed, with their findings.
+    #[serde(skip)]
+    pub policies: Vec<crate::kubearmor::LoadedPolicy>,
+    /// Findings of [`crate::kubearmor::check_text`] for `policies`.
+    #[serde(skip)]
+    pub policy_findings: Vec<crate::kubearmor::Diagnostic>,
 }
 
 /// A request that is malformed whatever the profile says.

@@ -2,13 +2,13 @@
 //! the sandbox's init after the mounts are final and before the seccomp filter (which
 //! forbids the landlock syscalls to the workload).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use landlock::{
-    path_beneath_rules, Access, AccessFs, BitFlags, CompatLevel, Compatible, Ruleset, RulesetAttr,
+    Access, AccessFs, BitFlags, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset, RulesetAttr,
     RulesetCreatedAttr, RulesetStatus, Scope, ABI,
 };
-use moat_policy::LandlockPlan;
+use moat_policy::{Keep, LandlockPlan};
 use thiserror::Error;
 
 /// Landlock could not be applied as the plan requires.
@@ -49,43 +49,234 @@ pub fn check_abi(plan: &LandlockPlan) -> Result<u32, LandlockError> {
 pub fn restrict_self(plan: &LandlockPlan) -> Result<(), LandlockError> {
     let host = check_abi(plan)?;
     let abi = ABI::from(i32::try_from(host).unwrap_or(i32::MAX));
-    let all = AccessFs::from_all(abi);
-    let read_exec = AccessFs::from_read(abi);
-    let read_only = AccessFs::ReadFile | AccessFs::ReadDir;
-    let device = AccessFs::from_file(abi);
-    let existing = |paths: &[String]| -> Vec<String> {
-        paths
-            .iter()
-            .filter(|p| Path::new(p).exists())
-            .cloned()
-            .collect()
-    };
+    let rights = Rights::new(abi);
+    let rules = rules(plan, &rights);
     let mut ruleset = Ruleset::default()
         .set_compatibility(CompatLevel::HardRequirement)
-        .handle_access(all)?;
+        .handle_access(rights.all)?;
     let scopes = scopes(plan, abi);
     if !scopes.is_empty() {
         ruleset = ruleset.scope(scopes)?;
     }
-    let (device_dirs, device_files): (Vec<String>, Vec<String>) = existing(&plan.devices)
-        .into_iter()
-        .partition(|p| Path::new(p).is_dir());
-    let status = ruleset
-        .create()?
-        .add_rules(path_beneath_rules(existing(&plan.read_exec), read_exec))?
-        .add_rules(path_beneath_rules(existing(&plan.read_only), read_only))?
-        .add_rules(path_beneath_rules(
-            existing(&plan.list_only),
-            AccessFs::ReadDir,
-        ))?
-        .add_rules(path_beneath_rules(existing(&plan.read_write), all))?
-        .add_rules(path_beneath_rules(device_files, device))?
-        .add_rules(path_beneath_rules(device_dirs, device | AccessFs::ReadDir))?
-        .restrict_self()?;
+    let mut created = ruleset.create()?;
+    for (path, access) in rules {
+        // A path that vanished since it was listed grants nothing: skip it.
+        let Ok(fd) = PathFd::new(&path) else { continue };
+        created = created.add_rule(PathBeneath::new(fd, access))?;
+    }
+    let status = created.restrict_self()?;
     if status.ruleset != RulesetStatus::FullyEnforced {
         return Err(LandlockError::Partial(status.ruleset));
     }
     Ok(())
+}
+
+/// Access right sets for one ABI.
+struct Rights {
+    all: BitFlags<AccessFs>,
+    file: BitFlags<AccessFs>,
+    read_exec: BitFlags<AccessFs>,
+    read: BitFlags<AccessFs>,
+}
+
+impl Rights {
+    fn new(abi: ABI) -> Rights {
+        Rights {
+            all: AccessFs::from_all(abi),
+            file: AccessFs::from_file(abi),
+            read_exec: AccessFs::from_read(abi),
+            read: AccessFs::ReadFile | AccessFs::ReadDir,
+        }
+    }
+
+    fn keep(&self, keep: Keep) -> BitFlags<AccessFs> {
+        match keep {
+            Keep::Nothing => BitFlags::empty(),
+            Keep::Read => self.read,
+            Keep::AllButExec => self.all & !AccessFs::Execute,
+        }
+    }
+
+    /// Only file rights on something that is not a directory.
+    fn fit(&self, path: &Path, access: BitFlags<AccessFs>) -> BitFlags<AccessFs> {
+        if path.is_dir() {
+            access
+        } else {
+            access & self.file
+        }
+    }
+}
+
+/// A Block rule with its path resolved inside the sandbox.
+struct Deny {
+    path: PathBuf,
+    directory: bool,
+    recursive: bool,
+    keep: Keep,
+}
+
+impl Deny {
+    fn covers(&self, path: &Path, is_dir: bool) -> bool {
+        if !self.directory {
+            path == self.path
+        } else if self.recursive {
+            path.starts_with(&self.path)
+        } else {
+            !is_dir && path.parent() == Some(self.path.as_path())
+        }
+    }
+
+    /// Whether something this rule denies lies strictly inside `dir`.
+    fn below(&self, dir: &Path) -> bool {
+        (self.path.starts_with(dir) && self.path != dir)
+            || (self.directory && !self.recursive && self.path == dir)
+    }
+}
+
+/// The grants of the plan, as (path, access) pairs, with the Block rules carved out.
+fn rules(plan: &LandlockPlan, r: &Rights) -> Vec<(PathBuf, BitFlags<AccessFs>)> {
+    let writable = if plan.writable_exec {
+        r.all
+    } else {
+        r.all & !AccessFs::Execute
+    };
+    let mut grants: Vec<(String, BitFlags<AccessFs>)> = Vec::new();
+    match &plan.file_allow_only {
+        Some(allowed) => {
+            for entry in allowed {
+                let access = if entry.read_only { r.read_exec } else { r.all };
+                grants.push((entry.path.clone(), access));
+            }
+            grants.push(("/proc".into(), writable));
+        }
+        None => {
+            grants.extend(plan.read_exec.iter().map(|p| (p.clone(), r.read_exec)));
+            grants.extend(plan.read_only.iter().map(|p| (p.clone(), r.read)));
+            grants.extend(
+                plan.list_only
+                    .iter()
+                    .map(|p| (p.clone(), BitFlags::from(AccessFs::ReadDir))),
+            );
+            grants.extend(plan.read_write.iter().map(|p| (p.clone(), writable)));
+        }
+    }
+    if let Some(executables) = &plan.exec_allow_only {
+        for grant in &mut grants {
+            grant.1 &= !AccessFs::Execute;
+        }
+        for entry in executables {
+            grants.push((
+                entry.path.clone(),
+                AccessFs::Execute | AccessFs::ReadFile | AccessFs::ReadDir,
+            ));
+        }
+        // The kernel executes the ELF interpreter of every dynamic binary: allowing a
+        // binary means allowing its loader too.
+        for interpreter in elf_interpreters() {
+            grants.push((interpreter, AccessFs::Execute | AccessFs::ReadFile));
+        }
+    }
+    let mut denies: Vec<Deny> = plan
+        .deny
+        .iter()
+        .filter_map(|d| {
+            // Symlinks resolve here, inside the sandbox: /bin/apt is /usr/bin/apt.
+            let path = std::fs::canonicalize(d.target.path.trim_end_matches('/')).ok()?;
+            Some(Deny {
+                path,
+                directory: d.target.directory,
+                recursive: d.target.recursive,
+                keep: d.keep,
+            })
+        })
+        .collect();
+    if !plan.writable_exec {
+        // A grant above a writable place (an image's "/") must not give execution there.
+        for place in &plan.read_write {
+            if let Ok(path) = std::fs::canonicalize(place) {
+                denies.push(Deny {
+                    path,
+                    directory: true,
+                    recursive: true,
+                    keep: Keep::AllButExec,
+                });
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (path, access) in grants {
+        let Ok(root) = std::fs::canonicalize(&path) else {
+            continue;
+        };
+        carve(&root, access, &denies, r, &mut out);
+    }
+    for device in &plan.devices {
+        let path = PathBuf::from(device);
+        if path.exists() {
+            let access = if path.is_dir() {
+                r.file | AccessFs::ReadDir
+            } else {
+                r.file
+            };
+            out.push((path, access));
+        }
+    }
+    out.retain(|(_, access)| !access.is_empty());
+    out
+}
+
+/// The dynamic loaders of the sandbox's root (ld-linux*, ld-musl*).
+fn elf_interpreters() -> Vec<String> {
+    let mut found = Vec::new();
+    for dir in [
+        "/lib64",
+        "/lib",
+        "/usr/lib64",
+        "/usr/lib",
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+    ] {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("ld-linux") || name.starts_with("ld-musl") {
+                found.push(entry.path().to_string_lossy().into_owned());
+            }
+        }
+    }
+    found
+}
+
+/// Grants `access` on `path`, except what the denies take away: a covered path gets only
+/// what its rule keeps; a directory holding a denied path is listed and its entries are
+/// granted one by one (files created there later get nothing: they are not listed yet).
+fn carve(
+    path: &Path,
+    access: BitFlags<AccessFs>,
+    denies: &[Deny],
+    r: &Rights,
+    out: &mut Vec<(PathBuf, BitFlags<AccessFs>)>,
+) {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return;
+    };
+    // A symlink needs no rule (access is checked on its target), and a rule on it would
+    // land on the target: /usr/bin/X11 -> . would grant all of /usr/bin back.
+    if meta.file_type().is_symlink() {
+        return;
+    }
+    let is_dir = meta.is_dir();
+    if let Some(deny) = denies.iter().find(|d| d.covers(path, is_dir)) {
+        out.push((path.to_path_buf(), r.fit(path, access & r.keep(deny.keep))));
+        return;
+    }
+    if is_dir && denies.iter().any(|d| d.below(path)) {
+        out.push((path.to_path_buf(), access & AccessFs::ReadDir));
+        for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
+            carve(&entry.path(), access, denies, r, out);
+        }
+        return;
+    }
+    out.push((path.to_path_buf(), r.fit(path, access)));
 }
 
 fn scopes(plan: &LandlockPlan, abi: ABI) -> BitFlags<Scope> {

@@ -113,6 +113,10 @@ fn layer_child_entry_point() {
                 devices: vec!["/dev/null".into()],
                 scope_signals: true,
                 scope_abstract_unix_sockets: true,
+                writable_exec: true,
+                deny: vec![],
+                exec_allow_only: None,
+                file_allow_only: None,
             };
             moat_sandbox::landlock::restrict_self(&plan).map_err(|e| e.to_string())
         }
