@@ -14,6 +14,24 @@ pub enum PolicyCommand {
     /// Validate policy files: every error and warning with its file, line and column.
     /// Exits 1 when any policy has an error (warnings alone do not fail).
     Check(CheckArgs),
+    /// Show what policies enforce in a sandbox of a profile with given labels: the mode of
+    /// each resource type, each rule's mechanism, and what is not enforced.
+    Explain(ExplainArgs),
+}
+
+/// Options of `moat policy explain`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// Profile name or file.
+    #[arg(long, default_value = "untrusted", value_name = "NAME|FILE")]
+    profile: String,
+    /// Labels of the sandbox (repeatable); without any, every policy is explained as if it
+    /// selected the sandbox.
+    #[arg(long = "label", short = 'l', value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// Policy files.
+    #[arg(short = 'f', long = "file", required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
 }
 
 /// Options of `moat policy check`.
@@ -31,7 +49,142 @@ pub struct CheckArgs {
 pub fn run(command: PolicyCommand) -> i32 {
     match command {
         PolicyCommand::Check(args) => check(&args),
+        PolicyCommand::Explain(args) => explain(&args),
     }
+}
+
+fn explain(args: &ExplainArgs) -> i32 {
+    use moat_policy::enforce::{plan_policies, selects, ListMode, PathRules};
+    let profile = match moat_policy::Profile::load(&args.profile) {
+        Ok((profile, _)) => profile,
+        Err(err) => {
+            eprintln!("moat: profile: {err}");
+            return 125;
+        }
+    };
+    let mut loaded = Vec::new();
+    let mut findings = Vec::new();
+    for file in &args.files {
+        match std::fs::read_to_string(file) {
+            Ok(text) => {
+                let (policies, found) = check_text(file, &text);
+                loaded.extend(policies);
+                findings.extend(found);
+            }
+            Err(err) => {
+                eprintln!("moat: {}: cannot read: {err}", file.display());
+                return 1;
+            }
+        }
+    }
+    let mut labels: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+    for entry in &args.labels {
+        match entry.split_once('=') {
+            Some((k, v)) if !k.is_empty() => {
+                labels.insert(k.to_string(), v.to_string());
+            }
+            _ => {
+                eprintln!("moat: --label {entry:?}: expected KEY=VALUE");
+                return 125;
+            }
+        }
+    }
+    let selected: Vec<_> = if args.labels.is_empty() {
+        // Explain every policy as if it selected the sandbox.
+        loaded
+            .iter()
+            .cloned()
+            .map(|mut p| {
+                p.policy.spec.selector = Some(Default::default());
+                p
+            })
+            .collect()
+    } else {
+        loaded.clone()
+    };
+    let plan = match plan_policies(&selected, &findings, &labels) {
+        Ok(plan) => plan,
+        Err(err) => {
+            print_stdout(&format!("moat: the policies cannot be applied: {err}"));
+            return 1;
+        }
+    };
+    let mut out = Vec::new();
+    out.push(format!(
+        "profile {}: default posture block for every resource type",
+        profile.name
+    ));
+    for policy in &loaded {
+        let selector = policy.policy.spec.selector.clone().unwrap_or_default();
+        let applies = args.labels.is_empty() || selects(&selector, &labels);
+        out.push(format!(
+            "policy {} ({}:{}): {}",
+            policy.policy.metadata.name,
+            policy.file.display(),
+            policy.line,
+            if applies {
+                "applies"
+            } else {
+                "selects nothing here"
+            }
+        ));
+    }
+    let describe = |name: &str,
+                    rules: &PathRules,
+                    block: &str,
+                    allow: &str,
+                    out: &mut Vec<String>| {
+        match rules.mode {
+            ListMode::BlockList => out.push(format!("{name}: block-list mode: everything the profile allows, minus {} Block rule(s)", rules.block.len())),
+            ListMode::AllowList => out.push(format!("{name}: ALLOW-LIST mode: only the {} allowed path(s); anything else is blocked (default posture)", rules.allow.len())),
+        }
+        for rule in &rules.block {
+            out.push(format!(
+                "  Block {}{} [{}]: {block}",
+                rule.path,
+                if rule.read_only { " (readOnly)" } else { "" },
+                rule.policy
+            ));
+        }
+        for rule in &rules.allow {
+            out.push(format!(
+                "  Allow {}{} [{}]: {allow}",
+                rule.path,
+                if rule.read_only { " (readOnly)" } else { "" },
+                rule.policy
+            ));
+        }
+    };
+    describe("process", &plan.process, "Landlock removes execute (reading stays); writable places lose execute, so copies cannot run", "Landlock grants execute here only (plus the ELF interpreter)", &mut out);
+    describe(
+        "file",
+        &plan.file,
+        "Landlock removes access (readOnly in a writable place: a read-only bind mount)",
+        "Landlock grants file access here only",
+        &mut out,
+    );
+    match &plan.allowed_protocols {
+        Some(allowed) => out.push(format!("network: ALLOW-LIST mode: only {} sockets (and unix sockets); the seccomp filter refuses the rest", allowed.join(", "))),
+        None if plan.blocked_protocols.is_empty() => out.push("network: block-list mode: the profile's protocols (tcp, udp, icmp; raw always closed)".into()),
+        None => out.push(format!("network: block-list mode: the seccomp filter refuses {} sockets", plan.blocked_protocols.join(", "))),
+    }
+    out.push(format!(
+        "capabilities: {} rule(s), satisfied: the {} profile holds no capability at all",
+        plan.capability_rules, profile.name
+    ));
+    if plan.audit_rules > 0 {
+        out.push(format!(
+            "audit: {} Audit rule(s) accepted; their alerts are not produced yet",
+            plan.audit_rules
+        ));
+    }
+    for finding in findings.iter().filter(|f| f.level == Level::Warning) {
+        out.push(format!("not enforced: {finding}"));
+    }
+    for line in out {
+        print_stdout(&line);
+    }
+    0
 }
 
 fn check(args: &CheckArgs) -> i32 {

@@ -282,3 +282,35 @@ fn ten_thousand_rules_apply_and_bad_policies_refuse_the_run() {
     );
     assert_eq!(leftovers(&id), Vec::<String>::new());
 }
+
+#[test]
+fn explain_names_the_mode_and_mechanism_of_every_rule() {
+    let scratch = Scratch::new();
+    let allow = policy_file(
+        &scratch,
+        "allow.yaml",
+        "  action: Allow\n  process:\n    matchPaths:\n      - path: /usr/bin/python3\n",
+    );
+    let output = moat()
+        .args(["policy", "explain", "-f", &allow, "--label", "team=blue"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("process: ALLOW-LIST mode"), "{text}");
+    assert!(
+        text.contains("Allow /usr/bin/python3 [allow]: Landlock grants execute here only"),
+        "{text}"
+    );
+    assert!(text.contains("file: block-list mode"), "{text}");
+    let other = moat()
+        .args(["policy", "explain", "-f", &allow, "--label", "team=red"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&other.stdout).contains("allow ("),
+        "{}",
+        String::from_utf8_lossy(&other.stdout)
+    );
+    assert!(String::from_utf8_lossy(&other.stdout).contains("selects nothing here"));
+}
