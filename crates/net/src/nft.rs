@@ -258,12 +258,12 @@ fn sandbox_commands(plan: &NetworkPlan, lease: &AddressLease, names: &Names) -> 
             json!({"family": FAMILY, "table": TABLE, "name": map, "elem": [[names.host, {"jump": {"target": chain}}]]}),
         ));
     }
-    if plan.mode == NetMode::Egress {
-        commands.push(add(
-            "element",
-            json!({"family": FAMILY, "table": TABLE, "name": "egress_sources", "elem": [lease.sandbox.to_string()]}),
-        ));
-    }
+    // Every networked sandbox is listed (an isolated one's forwarded traffic is dropped
+    // before it could be masqueraded), so removal is one unconditional transaction.
+    commands.push(add(
+        "element",
+        json!({"family": FAMILY, "table": TABLE, "name": "egress_sources", "elem": [lease.sandbox.to_string()]}),
+    ));
     commands
 }
 
@@ -308,46 +308,50 @@ fn table_exists() -> bool {
 
 /// Installs the rules of one sandbox (and the table, the first time), atomically.
 pub fn install(plan: &NetworkPlan, lease: &AddressLease, names: &Names) -> Result<(), NetError> {
-    // The base rules are not idempotent: create them under a lock, only when missing.
+    let sandbox = sandbox_commands(plan, lease, names);
+    // The usual case, one nft run: the table exists. The base rules are not idempotent,
+    // so they are created under a lock, and only when the table is missing.
+    if apply(sandbox.clone()).is_ok() {
+        return Ok(());
+    }
     let _lock = base_lock()?;
     let mut commands = if table_exists() { Vec::new() } else { base() };
-    commands.extend(sandbox_commands(plan, lease, names));
+    commands.extend(sandbox);
     apply(commands)
 }
 
-/// Removes one sandbox's chains and map elements (nothing when they are gone already).
+/// Removes one sandbox's chains and set and map elements (nothing when they are gone).
 pub fn remove(names: &Names) -> Result<(), NetError> {
-    let _lock = base_lock()?;
-    if !table_exists() {
-        return Ok(());
-    }
-    let listing = nft(&["-j", "list", "table", FAMILY, TABLE], None)?;
     let chains = chain_names(names);
-    if !chains.iter().any(|c| {
-        listing.contains(&format!("\"name\": \"{c}\""))
-            || listing.contains(&format!("\"name\":\"{c}\""))
-    }) {
-        return Ok(());
-    }
+    let address = u32::from_str_radix(&names.key, 16)
+        .map(std::net::Ipv4Addr::from)
+        .map_err(|e| NetError::Nft(e.to_string()))?;
     let mut commands = Vec::new();
     for map in ["sandbox_in", "sandbox_fwd", "sandbox_out"] {
         commands.push(json!({"delete": {"element": {"family": FAMILY, "table": TABLE, "name": map, "elem": [names.host]}}}));
     }
+    commands.push(json!({"delete": {"element": {"family": FAMILY, "table": TABLE, "name": "egress_sources", "elem": [address.to_string()]}}}));
     for chain in &chains {
         commands
             .push(json!({"flush": {"chain": {"family": FAMILY, "table": TABLE, "name": chain}}}));
         commands
             .push(json!({"delete": {"chain": {"family": FAMILY, "table": TABLE, "name": chain}}}));
     }
-    // The egress source element may or may not exist; delete it in its own transaction.
-    apply(commands)?;
-    let address = u32::from_str_radix(&names.key, 16)
-        .map(std::net::Ipv4Addr::from)
-        .map_err(|e| NetError::Nft(e.to_string()))?;
-    let _ = apply(vec![
-        json!({"delete": {"element": {"family": FAMILY, "table": TABLE, "name": "egress_sources", "elem": [address.to_string()]}}}),
-    ]);
-    Ok(())
+    // The usual case, one nft run. If it fails, the rules may be gone already (a second
+    // teardown, gc after a crash): that is only an error if a chain is still there.
+    let Err(err) = apply(commands) else {
+        return Ok(());
+    };
+    let listing = nft(&["-j", "list", "table", FAMILY, TABLE], None).unwrap_or_default();
+    let present = chains.iter().any(|c| {
+        listing.contains(&format!("\"name\": \"{c}\""))
+            || listing.contains(&format!("\"name\":\"{c}\""))
+    });
+    if present {
+        Err(err)
+    } else {
+        Ok(())
+    }
 }
 
 /// Removes moat's table when no sandbox chain is left in it (`moat gc` on an idle host).
