@@ -665,6 +665,9 @@ impl Checker<'_> {
                         "readOnly is for file rules".into(),
                     ));
                 }
+                if rule.owner_only {
+                    self.unenforceable("ownerOnly", "ownerOnly", action, &mut found);
+                }
                 self.sources(&rule.from_source, action, &mut found);
             }
             for rule in &section.match_directories {
@@ -678,6 +681,9 @@ impl Checker<'_> {
                         Level::Error,
                         "readOnly is for file rules".into(),
                     ));
+                }
+                if rule.owner_only {
+                    self.unenforceable("ownerOnly", "ownerOnly", action, &mut found);
                 }
                 self.sources(&rule.from_source, action, &mut found);
             }
@@ -924,6 +930,21 @@ spec:
             "{found:?}"
         );
         assert!(!found.iter().any(|f| f.contains(": error: ")), "{found:?}");
+    }
+
+    #[test]
+    fn owner_only_is_refused_where_it_would_be_silently_ignored() {
+        let text = GOOD.replace(
+            "      - path: /etc/shadow\n",
+            "      - path: /etc/shadow\n        ownerOnly: true\n",
+        );
+        assert!(
+            check(&text)
+                .iter()
+                .any(|f| f.contains("error: ownerOnly cannot be enforced")),
+            "{:?}",
+            check(&text)
+        );
     }
 
     #[test]
