@@ -305,6 +305,23 @@ fn tmp_is_private_and_size_capped() {
 }
 
 #[test]
+fn tmp_inodes_are_capped_like_its_size() {
+    if !require_root() {
+        return;
+    }
+    // 4M of /tmp holds 1024 inodes: empty files (no pages) cannot exhaust the host's.
+    let fill = "i=0; while [ $i -lt 1500 ]; do : > /tmp/f$i 2>/dev/null || break; i=$((i+1)); done; echo $i";
+    let capped = sh(&["--tmp-size", "4M"], fill);
+    let created: u32 = capped.stdout.trim().parse().unwrap();
+    assert!(
+        (900..1100).contains(&created),
+        "{created} files fit in 4M of /tmp"
+    );
+    // Control: with room for them, all 1500 are created.
+    assert_eq!(sh(&["--tmp-size", "8M"], fill).stdout.trim(), "1500");
+}
+
+#[test]
 fn syscall_filter_denies_with_errors_not_kills() {
     if !require_root() {
         return;

@@ -64,6 +64,11 @@ pub fn restrict_self(plan: &LandlockPlan) -> Result<(), LandlockError> {
         let Ok(fd) = PathFd::new(&path) else { continue };
         created = created.add_rule(PathBeneath::new(fd, access))?;
     }
+    if host >= 7 {
+        // Denials by the workload (a later exec than the domain's creator) reach the
+        // kernel audit log, where moat's alert reader sees them.
+        created = created.log_new_exec(true)?;
+    }
     let status = created.restrict_self()?;
     if status.ruleset != RulesetStatus::FullyEnforced {
         return Err(LandlockError::Partial(status.ruleset));

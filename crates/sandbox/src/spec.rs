@@ -19,8 +19,15 @@ use crate::rootfs::PreparedRoot;
 /// drops both before anything of the workload runs.
 const SETUP_CAPABILITIES: &[&str] = &["CAP_SETPCAP", "CAP_NET_ADMIN"];
 
+/// Size cap of a tmpfs.
 fn size_option(bytes: u64) -> String {
     format!("size={}k", bytes.div_ceil(1024))
+}
+
+/// Inode cap of a tmpfs: one inode per 4 KiB of size, so filling it with empty files
+/// (which use no pages) stops about as early as filling it with data would.
+fn inodes_option(bytes: u64) -> String {
+    format!("nr_inodes={}", (bytes / 4096).max(1024))
 }
 
 /// Builds config.json for `plan`.
@@ -36,11 +43,11 @@ pub fn oci_config(
         json!({"destination": "/proc", "type": "proc", "source": "proc",
                "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-               "options": ["nosuid", "noexec", "strictatime", "mode=755", "size=65536k"]}),
+               "options": ["nosuid", "noexec", "strictatime", "mode=755", "size=65536k", "nr_inodes=4096"]}),
         json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts",
                "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
         json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-               "options": ["nosuid", "noexec", "nodev", "mode=1777", size_option(fs.shm_size_bytes)]}),
+               "options": ["nosuid", "noexec", "nodev", "mode=1777", size_option(fs.shm_size_bytes), inodes_option(fs.shm_size_bytes)]}),
         // /sys is an empty directory of the read-only root holding only the sandbox's own
         // cgroup, so tools see their real limits without the rest of sysfs.
         json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
@@ -49,7 +56,7 @@ pub fn oci_config(
     mounts.extend(root.mounts.iter().cloned());
     mounts.push(
         json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
-        "options": ["nosuid", "nodev", "mode=1777", size_option(fs.tmp_size_bytes)]}),
+        "options": ["nosuid", "nodev", "mode=1777", size_option(fs.tmp_size_bytes), inodes_option(fs.tmp_size_bytes)]}),
     );
     mounts.push(match &fs.home {
         HomePlan::Bind { host_path } => json!({
@@ -59,7 +66,7 @@ pub fn oci_config(
             "destination": fs.home_path, "type": "tmpfs", "source": "tmpfs",
             "options": ["nosuid", "nodev", "mode=700",
                         format!("uid={}", plan.process.uid), format!("gid={}", plan.process.gid),
-                        size_option(*size_bytes)]}),
+                        size_option(*size_bytes), inodes_option(*size_bytes)]}),
     });
 
     let id_map = json!([{"containerID": 0, "hostID": lease.host_base, "size": lease.count}]);
