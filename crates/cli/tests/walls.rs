@@ -310,7 +310,7 @@ fn tmp_inodes_are_capped_like_its_size() {
         return;
     }
     // 4M of /tmp holds 1024 inodes: empty files (no pages) cannot exhaust the host's.
-    let fill = "i=0; while [ $i -lt 1500 ]; do : > /tmp/f$i 2>/dev/null || break; i=$((i+1)); done; echo $i";
+    let fill = "i=0; while [ $i -lt 1500 ]; do true > /tmp/f$i 2>/dev/null || break; i=$((i+1)); done; echo $i";
     let capped = sh(&["--tmp-size", "4M"], fill);
     let created: u32 = capped.stdout.trim().parse().unwrap();
     assert!(
