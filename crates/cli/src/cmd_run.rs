@@ -76,6 +76,10 @@ pub struct RunArgs {
     /// matches the run's labels apply. Check them with `moat policy check`.
     #[arg(long = "policy", value_name = "FILE")]
     policies: Vec<PathBuf>,
+    /// Append alerts (one JSON object per line, KubeArmor's field names) to FILE: every
+    /// access the sandbox's walls deny. Turns kernel auditing on if it is off.
+    #[arg(long, value_name = "FILE")]
+    alerts: Option<PathBuf>,
     /// A label of the sandbox, for policy selectors (repeatable).
     #[arg(long = "label", short = 'l', value_name = "KEY=VALUE")]
     labels: Vec<String>,
@@ -199,10 +203,22 @@ pub fn run(args: RunArgs) -> i32 {
     }
     let options = RunOptions {
         announce_address: true,
+        alerts: args.alerts.clone(),
         ..RunOptions::default()
     };
     match moat_sandbox::run(&plan, &options) {
         Ok(report) => {
+            if let Some(alerts) = &report.alerts {
+                if let Some(error) = &alerts.error {
+                    eprintln!("moat: warning: alerts: {error}");
+                }
+                if alerts.kernel_lost > 0 || alerts.socket_overflows > 0 {
+                    eprintln!(
+                        "moat: warning: alerts may be incomplete: {} record(s) dropped by the kernel, {} reader overflow(s) (a SystemEvent alert says so)",
+                        alerts.kernel_lost, alerts.socket_overflows
+                    );
+                }
+            }
             for warning in &report.cleanup_warnings {
                 eprintln!("moat: warning: clean-up: {warning}");
             }

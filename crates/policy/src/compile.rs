@@ -290,6 +290,7 @@ pub fn compile(
         },
         hostname,
         identity: request.identity.clone(),
+        labels: request.labels.clone(),
         namespaces: vec!["user", "pid", "mount", "ipc", "uts", "cgroup", "network"],
         process: ProcessPlan {
             argv: request.argv.clone(),

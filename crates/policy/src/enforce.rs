@@ -39,6 +39,12 @@ pub struct PathRule {
     pub read_only: bool,
     /// The policy that wrote it.
     pub policy: String,
+    /// Severity for alerts (rule, else section, else spec).
+    pub severity: Option<i64>,
+    /// Tags for alerts.
+    pub tags: Vec<String>,
+    /// Message for alerts.
+    pub message: Option<String>,
 }
 
 /// Rules of one resource type.
@@ -98,6 +104,19 @@ pub fn selects(selector: &Selector, labels: &BTreeMap<String, String>) -> bool {
         }
     });
     labels_match && expressions_match
+}
+
+/// Severity, tags and message of a rule: the innermost level that sets each wins.
+fn alert_labels(levels: [&Labels; 3]) -> (Option<i64>, Vec<String>, Option<String>) {
+    (
+        levels.iter().find_map(|l| l.severity),
+        levels
+            .iter()
+            .find(|l| !l.tags.is_empty())
+            .map(|l| l.tags.clone())
+            .unwrap_or_default(),
+        levels.iter().find_map(|l| l.message.clone()),
+    )
 }
 
 fn action_of(levels: [&Labels; 3]) -> Action {
@@ -178,26 +197,36 @@ pub fn plan_policies(
                 else {
                     continue;
                 };
+                let levels = [&rule.labels, &section.labels, &spec.labels];
+                let (severity, tags, message) = alert_labels(levels);
                 add(
-                    action_of([&rule.labels, &section.labels, &spec.labels]),
+                    action_of(levels),
                     PathRule {
                         path,
                         directory: false,
                         recursive: false,
                         read_only: rule.read_only,
                         policy: name.clone(),
+                        severity,
+                        tags,
+                        message,
                     },
                 );
             }
             for rule in &section.match_directories {
+                let levels = [&rule.labels, &section.labels, &spec.labels];
+                let (severity, tags, message) = alert_labels(levels);
                 add(
-                    action_of([&rule.labels, &section.labels, &spec.labels]),
+                    action_of(levels),
                     PathRule {
                         path: rule.dir.clone(),
                         directory: true,
                         recursive: rule.recursive,
                         read_only: rule.read_only,
                         policy: name.clone(),
+                        severity,
+                        tags,
+                        message,
                     },
                 );
             }

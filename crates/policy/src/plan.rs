@@ -20,6 +20,8 @@ pub struct Plan {
     pub hostname: String,
     /// The named tenant, if any.
     pub identity: Option<String>,
+    /// Labels (what policy selectors match, and what alerts carry).
+    pub labels: std::collections::BTreeMap<String, String>,
     /// Namespaces created for the sandbox.
     pub namespaces: Vec<&'static str>,
     /// The workload process.

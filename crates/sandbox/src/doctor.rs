@@ -205,6 +205,28 @@ pub fn probe(min_landlock_abi: u8) -> Vec<Check> {
     }
 
     checks.push(network_check());
+    checks.push(match moat_events::audit::status() {
+        Ok(status) => check(
+            "alerts",
+            Availability::Ok,
+            format!(
+                "kernel audit {} (moat run --alerts turns it on){}",
+                if status.enabled == 0 { "off" } else { "on" },
+                if status.daemon_pid == 0 {
+                    "; no audit daemon"
+                } else {
+                    "; alongside the audit daemon"
+                }
+            ),
+        ),
+        Err(err) => check(
+            "alerts",
+            Availability::OptionalMissing(format!(
+                "the kernel audit interface is not available ({err}): --alerts cannot work"
+            )),
+            "",
+        ),
+    });
 
     let lsms = fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
     checks.push(check(

@@ -37,6 +37,9 @@ pub enum SandboxError {
     /// The network wall could not be set up.
     #[error("network")]
     Network(#[from] moat_net::NetError),
+    /// Alerts were asked for and cannot be produced.
+    #[error("alerts")]
+    Alerts(#[source] std::io::Error),
     /// An input path is unusable.
     #[error("filesystem")]
     Rootfs(#[from] RootfsError),
@@ -96,6 +99,8 @@ pub struct RunReport {
     pub oom_kills: u64,
     /// Problems while cleaning up (the run itself is over).
     pub cleanup_warnings: Vec<String>,
+    /// What the alert reader did, when alerts were asked for.
+    pub alerts: Option<moat_events::ReaderReport>,
 }
 
 /// Options of a foreground run.
@@ -105,6 +110,8 @@ pub struct RunOptions {
     pub paths: StatePaths,
     /// Print the sandbox's address on stderr once it has one.
     pub announce_address: bool,
+    /// Append alerts (JSON lines) to this file.
+    pub alerts: Option<std::path::PathBuf>,
 }
 
 /// Runs `plan` in the foreground and cleans up, whatever happens.
@@ -123,14 +130,16 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunReport, SandboxError>
     let filter = seccomp::compile(&plan.seccomp)?;
 
     let mut sandbox = Sandbox::create(plan, &options.paths)?;
-    let result = sandbox.start_and_wait(plan, &cgroups, filter, options.announce_address);
+    let result = sandbox.start_and_wait(plan, &cgroups, filter, options);
     let oom_kills = cgroups.oom_kills(&plan.id);
+    let alerts = sandbox.alerts.take();
     let cleanup_warnings = sandbox.destroy();
     let status = result?;
     Ok(RunReport {
         status,
         oom_kills,
         cleanup_warnings,
+        alerts,
     })
 }
 
@@ -144,6 +153,43 @@ fn lease_owner(plan: &Plan) -> LeaseOwner<'_> {
     }
 }
 
+/// What alerts need to know about the sandbox: ids, labels, and the policy rules by path
+/// (as written, and resolved on the host for system paths, which the sandbox shares).
+fn alert_context(plan: &Plan, lease: &IdLease) -> moat_events::AlertContext {
+    let mut rules = Vec::new();
+    for rule in plan
+        .policy
+        .file
+        .block
+        .iter()
+        .chain(&plan.policy.process.block)
+    {
+        let matched = moat_events::RuleMatch {
+            policy: rule.policy.clone(),
+            severity: rule.severity,
+            tags: rule.tags.clone(),
+            message: rule.message.clone(),
+        };
+        rules.push((rule.path.clone(), rule.directory, matched.clone()));
+        if let Ok(resolved) = fs::canonicalize(rule.path.trim_end_matches('/')) {
+            let mut resolved = resolved.to_string_lossy().into_owned();
+            if rule.directory {
+                resolved.push('/');
+            }
+            if resolved != rule.path {
+                rules.push((resolved, rule.directory, matched));
+            }
+        }
+    }
+    moat_events::AlertContext {
+        id: plan.id.clone(),
+        hostname: plan.hostname.clone(),
+        labels: plan.labels.clone(),
+        host_id_base: lease.host_base,
+        rules,
+    }
+}
+
 /// A sandbox's host-side resources, removed by [`Sandbox::destroy`].
 struct Sandbox {
     paths: StatePaths,
@@ -151,6 +197,7 @@ struct Sandbox {
     lease: IdLease,
     address: Option<(moat_net::Pool, moat_net::AddressLease)>,
     container: Option<Container>,
+    alerts: Option<moat_events::ReaderReport>,
 }
 
 impl Sandbox {
@@ -202,6 +249,7 @@ impl Sandbox {
             lease,
             address: None,
             container: None,
+            alerts: None,
         };
         // Best effort: gc also finds a dead sandbox's lease by scanning the slots.
         let _ = record.save(&dir);
@@ -213,10 +261,10 @@ impl Sandbox {
         plan: &Plan,
         cgroups: &CgroupFacts,
         filter: seccomp::CompiledFilter,
-        announce_address: bool,
+        options: &RunOptions,
     ) -> Result<i32, SandboxError> {
         let dir = self.paths.sandbox_dir(&self.id);
-        let inside = self.connect(plan, announce_address)?;
+        let inside = self.connect(plan, options.announce_address)?;
         let lease = &self.lease;
         rootfs::prepare_home(plan, lease)?;
         let address = inside.as_ref().map(|i| i.address);
@@ -272,6 +320,18 @@ impl Sandbox {
             // The sandbox's interface is in its namespace by now; the workload is not running.
             moat_net::limit_inside(&plan.network, &format!("/proc/{init}/ns/net"), inside)?;
         }
+        // The reader is a thread: start it only now that libcontainer has forked.
+        let reader = match &options.alerts {
+            Some(path) => {
+                let writer = moat_events::AlertWriter::open(path).map_err(SandboxError::Alerts)?;
+                let context = alert_context(plan, &self.lease);
+                Some(
+                    moat_events::spawn_reader(context, writer, init.as_raw())
+                        .map_err(SandboxError::Alerts)?,
+                )
+            }
+            None => None,
+        };
         container.start().map_err(container_err)?;
 
         let status = loop {
@@ -287,6 +347,9 @@ impl Sandbox {
                 Err(err) => return Err(SandboxError::Supervise(err)),
             }
         };
+        if let Some(reader) = reader {
+            self.alerts = Some(reader.finish());
+        }
         let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&forwarded), None);
         let mut report = String::new();
         let _ = fs::File::from(error_read).read_to_string(&mut report);

@@ -1,0 +1,155 @@
+//! The alert record and where alerts go.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use serde::Serialize;
+
+/// One alert, with KubeArmor's field names.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Alert {
+    /// Seconds since the epoch.
+    pub timestamp: i64,
+    /// RFC 3339 time.
+    pub updated_time: String,
+    /// Empty on a single machine.
+    pub cluster_name: String,
+    /// The host's name.
+    pub host_name: String,
+    /// Empty on a single machine.
+    pub namespace_name: String,
+    /// The sandbox id.
+    pub pod_name: String,
+    /// The sandbox's labels, `k=v,k=v`.
+    pub labels: String,
+    /// The sandbox id.
+    #[serde(rename = "ContainerID")]
+    pub container_id: String,
+    /// The sandbox's host name.
+    pub container_name: String,
+    /// Process id on the host.
+    #[serde(rename = "HostPID")]
+    pub host_pid: i64,
+    /// Parent process id on the host.
+    #[serde(rename = "PPID")]
+    pub ppid: i64,
+    /// Process id in the sandbox.
+    #[serde(rename = "PID")]
+    pub pid: i64,
+    /// User id in the sandbox.
+    #[serde(rename = "UID")]
+    pub uid: i64,
+    /// The acting program.
+    pub process_name: String,
+    /// Its parent's program, when known.
+    pub parent_process_name: String,
+    /// The policy whose rule matched, or `DefaultPosture`.
+    pub policy_name: String,
+    /// 1..=10 as a string, as upstream writes it.
+    pub severity: String,
+    /// Comma-separated tags.
+    pub tags: String,
+    /// The rule's message.
+    pub message: String,
+    /// `MatchedPolicy` or `SystemEvent`.
+    #[serde(rename = "Type")]
+    pub kind: String,
+    /// The acting program (upstream: the source of the operation).
+    pub source: String,
+    /// `Process`, `File`, `Network`, `Capabilities` or `Syscall`.
+    pub operation: String,
+    /// What was accessed.
+    pub resource: String,
+    /// Details.
+    pub data: String,
+    /// Which mechanism decided.
+    pub enforcer: String,
+    /// `Block` or `Audit`.
+    pub action: String,
+    /// `Passed` or `Permission denied`.
+    pub result: String,
+}
+
+/// What the policies say about a denied path: the policy, severity, tags and message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuleMatch {
+    /// Policy name.
+    pub policy: String,
+    /// Severity.
+    pub severity: Option<i64>,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Message.
+    pub message: Option<String>,
+}
+
+/// The sandbox an alert is about.
+#[derive(Debug, Clone, Default)]
+pub struct AlertContext {
+    /// Sandbox id.
+    pub id: String,
+    /// Its host name.
+    pub hostname: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// The host id its uid 0 maps to.
+    pub host_id_base: u32,
+    /// Policy rules by path (as written and resolved): a denied path under one of these is
+    /// attributed to it; anything else is the default posture.
+    pub rules: Vec<(String, bool, RuleMatch)>,
+}
+
+impl AlertContext {
+    /// The rule covering `path`, if a policy names it.
+    pub fn rule_for(&self, path: &str) -> Option<&RuleMatch> {
+        self.rules
+            .iter()
+            .filter(|(rule, directory, _)| {
+                if *directory {
+                    path.starts_with(rule.as_str())
+                } else {
+                    path == rule
+                }
+            })
+            .max_by_key(|(rule, _, _)| rule.len())
+            .map(|(_, _, m)| m)
+    }
+}
+
+/// Appends alerts to a file (created 0600), one JSON object per line.
+#[derive(Debug)]
+pub struct AlertWriter {
+    file: BufWriter<File>,
+}
+
+impl AlertWriter {
+    /// Opens (or creates) `path` for appending.
+    pub fn open(path: &Path) -> io::Result<AlertWriter> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)?;
+        Ok(AlertWriter {
+            file: BufWriter::with_capacity(1 << 20, file),
+        })
+    }
+
+    /// Writes one alert (buffered: call [`AlertWriter::flush`]).
+    pub fn write(&mut self, alert: &Alert) -> io::Result<()> {
+        serde_json::to_writer(&mut self.file, alert).map_err(io::Error::other)?;
+        self.file.write_all(b"\n")
+    }
+
+    /// Writes out what is buffered.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
