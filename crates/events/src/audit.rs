@@ -52,13 +52,17 @@ fn word(bytes: &[u8], index: usize) -> u32 {
         .map_or(0, u32::from_ne_bytes)
 }
 
-fn control_socket() -> io::Result<OwnedFd> {
-    let fd = socket(
+fn audit_socket() -> io::Result<OwnedFd> {
+    Ok(socket(
         AddressFamily::Netlink,
         SockType::Raw,
         SockFlag::SOCK_CLOEXEC,
         SockProtocol::NetlinkAudit,
-    )?;
+    )?)
+}
+
+fn control_socket() -> io::Result<OwnedFd> {
+    let fd = audit_socket()?;
     bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0))?;
     setsockopt(
         &fd,
@@ -156,12 +160,7 @@ pub fn write_marker(text: &str) -> io::Result<()> {
 /// A socket subscribed to the read-log multicast group: every audit record, as the kernel
 /// sends it to auditd, without taking auditd's place.
 pub fn subscribe() -> io::Result<OwnedFd> {
-    let fd = socket(
-        AddressFamily::Netlink,
-        SockType::Raw,
-        SockFlag::SOCK_CLOEXEC,
-        SockProtocol::NetlinkAudit,
-    )?;
+    let fd = audit_socket()?;
     // A large buffer so a burst of denials waits for the reader instead of being dropped.
     let _ = setsockopt(&fd, sockopt::RcvBufForce, &(512 << 20));
     bind(

@@ -108,16 +108,21 @@ pub fn default_handler(signal: nix::sys::signal::Signal) -> io::Result<()> {
         .map_err(io::Error::from)
 }
 
-/// Sets IFF_UP on a network interface of the current network namespace.
-pub fn interface_up(name: &str) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let socket = nix::sys::socket::socket(
+/// A socket for interface and route ioctls in the current network namespace.
+fn inet_control_socket() -> io::Result<std::os::fd::OwnedFd> {
+    nix::sys::socket::socket(
         nix::sys::socket::AddressFamily::Inet,
         nix::sys::socket::SockType::Datagram,
         nix::sys::socket::SockFlag::SOCK_CLOEXEC,
         None,
     )
-    .map_err(io::Error::from)?;
+    .map_err(io::Error::from)
+}
+
+/// Sets IFF_UP on a network interface of the current network namespace.
+pub fn interface_up(name: &str) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let socket = inet_control_socket()?;
     // SAFETY: ifreq is plain old data; all-zero is a valid value.
     let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
     let bytes = name.as_bytes();
@@ -183,13 +188,7 @@ pub fn cloexec_from(first: libc::c_uint) -> io::Result<()> {
 /// Adds a default IPv4 route via `gateway` in the current network namespace.
 pub fn add_default_route(gateway: std::net::Ipv4Addr) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    let socket = nix::sys::socket::socket(
-        nix::sys::socket::AddressFamily::Inet,
-        nix::sys::socket::SockType::Datagram,
-        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .map_err(io::Error::from)?;
+    let socket = inet_control_socket()?;
     let inet = |address: std::net::Ipv4Addr| libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: 0,
