@@ -408,6 +408,23 @@ fn sandboxes_cannot_reach_each_other_and_the_host_reaches_only_published_ports()
         &[&published],
     );
     let from_a_isolated = lab.probe_from_sandbox(&["--net", "isolated"], &[&published]);
+    // Even an admin profile that opens the private ranges (the pool's among them) keeps
+    // sandboxes apart.
+    let scratch = Scratch::new();
+    let admin = scratch.join("admin.toml");
+    let builtin = include_str!("../../../policies/profiles/untrusted.toml");
+    std::fs::write(&admin, format!("{builtin}open = [\"10.0.0.0/8\"]\n")).unwrap();
+    let from_admin = lab.probe_from_sandbox(
+        &[
+            "--profile",
+            admin.to_str().unwrap(),
+            "--net",
+            "egress",
+            "--egress",
+            "0.0.0.0/0:8000-8001/tcp",
+        ],
+        &[&published, &unpublished],
+    );
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(b.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -433,6 +450,13 @@ fn sandboxes_cannot_reach_each_other_and_the_host_reaches_only_published_ports()
         "ok",
         "{from_a_isolated:?}"
     );
+    for target in [&published, &unpublished] {
+        assert_ne!(
+            result_of(&from_admin, target),
+            "ok",
+            "{target} with 10/8 opened: {from_admin:?}"
+        );
+    }
 }
 
 #[test]

@@ -114,13 +114,14 @@ fn process_block_denies_exec_and_copies_cannot_bypass_it() {
         "no-apt.yaml",
         "  action: Block\n  process:\n    matchPaths:\n      - path: /usr/bin/apt\n",
     );
-    let script = "apt --version >/dev/null 2>&1; echo apt=$?; head -c1 /usr/bin/apt >/dev/null && echo readable; \
-                  cp /usr/bin/apt /tmp/apt2; /tmp/apt2 --version >/dev/null 2>&1; echo copy=$?; python3 -c 'print(\"python\")'";
+    let script = "apt --version >/dev/null 2>&1; echo apt=$?; head -c1 /usr/bin/apt >/dev/null 2>&1 || echo unreadable; \
+                  /lib64/ld-linux-x86-64.so.2 /usr/bin/apt --version >/dev/null 2>&1; echo loader=$?; \
+                  cp /usr/bin/apt /tmp/apt2 2>/dev/null; /tmp/apt2 --version >/dev/null 2>&1; echo copy=$?; python3 -c 'print(\"python\")'";
     let blocked = sh(&["--policy", &policy, "--label", "team=blue"], script);
     assert_eq!(blocked.status, 0, "{}", blocked.stderr);
     assert_eq!(
         blocked.stdout.lines().collect::<Vec<_>>(),
-        ["apt=126", "readable", "copy=126", "python"]
+        ["apt=126", "unreadable", "loader=127", "copy=127", "python"]
     );
     // Controls: without the policy, or when its selector does not match, apt runs.
     let free = sh(&[], "apt --version >/dev/null 2>&1; echo apt=$?; cp /usr/bin/apt /tmp/apt2; /tmp/apt2 --version >/dev/null; echo copy=$?");
@@ -433,4 +434,31 @@ fn a_flood_of_denials_is_counted_to_the_last_one() {
         "{matched} alerts + {missed} reported missing < 100000"
     );
     assert!(matched <= 100_000);
+}
+
+#[test]
+fn blocks_hold_for_hard_links_and_for_paths_created_later() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let policy = policy_file(
+        &scratch,
+        "later.yaml",
+        "  action: Block\n  process:\n    matchPaths:\n      - path: /usr/bin/perl\n  file:\n    matchDirectories:\n      - dir: /tmp/secret/\n        recursive: true\n",
+    );
+    let script = "perl -e 1 2>/dev/null; echo perl=$?; /usr/bin/perl5.36.0 -e 1 2>/dev/null; echo hardlink=$?; \
+                  mkdir -p /tmp/secret 2>/dev/null && echo x > /tmp/secret/x 2>/dev/null && echo created; true";
+    let blocked = sh(&["--policy", &policy, "--label", "team=blue"], script);
+    assert_eq!(
+        blocked.stdout.lines().collect::<Vec<_>>(),
+        ["perl=126", "hardlink=126"],
+        "{}",
+        blocked.stderr
+    );
+    let free = sh(&[], script);
+    assert_eq!(
+        free.stdout.lines().collect::<Vec<_>>(),
+        ["perl=0", "hardlink=0", "created"]
+    );
 }

@@ -23,6 +23,7 @@ const LANDLOCK_ACCESS: u16 = 1423;
 const LANDLOCK_DOMAIN: u16 = 1424;
 const SYSCALL: u16 = 1300;
 const END_OF_EVENT: u16 = 1320;
+const AUDIT_USER: u16 = 1005;
 /// Records the kernel may queue while readers catch up.
 const BACKLOG: u32 = 65536;
 
@@ -100,6 +101,8 @@ fn read(
     // waiting for it. The stream is in order, so when the marker comes back every record
     // of the run has come (or is counted as missed).
     let mut marker: Option<(String, std::time::Instant)> = None;
+    let own_pid = std::process::id().to_string();
+    let mut evicted = 0u64;
     let mut drained = false;
     loop {
         if drained {
@@ -108,11 +111,9 @@ fn read(
         if stop.load(Ordering::SeqCst) {
             match &marker {
                 None => {
-                    let text = format!(
-                        "moat-alert-reader-{}-{}-drained",
-                        context.id,
-                        std::process::id()
-                    );
+                    // A nonce nobody in a sandbox can guess, matched only in a user record
+                    // from moat's own process: a sandbox cannot end the drain early.
+                    let text = format!("moat-alert-reader-drained-{}", nonce());
                     if audit::write_marker(&text).is_err() {
                         break;
                     }
@@ -131,9 +132,12 @@ fn read(
         match recv(socket.as_raw_fd(), &mut buffer, MsgFlags::empty()) {
             Ok(n) => {
                 for record in audit::records(&buffer[..n]) {
-                    if marker
-                        .as_ref()
-                        .is_some_and(|(text, _)| record.text.contains(text.as_str()))
+                    if record.kind == AUDIT_USER
+                        && marker.as_ref().is_some_and(|(text, _)| {
+                            fields(&record.text).get("pid").map(String::as_str)
+                                == Some(own_pid.as_str())
+                                && record.text.contains(&format!("msg='{text}'"))
+                        })
                     {
                         drained = true;
                     }
@@ -163,9 +167,11 @@ fn read(
                         }
                     }
                 }
-                // Events that never end (their last records lost) must not pile up.
+                // Events that never end (their last records lost) must not pile up; each
+                // one dropped is counted as missed.
                 while events.len() > 4096 {
                     events.pop_first();
+                    evicted += 1;
                 }
             }
             Err(Errno::ENOBUFS) => report.socket_overflows += 1,
@@ -177,7 +183,7 @@ fn read(
         }
     }
     report.kernel_lost = audit::status().map_or(0, |s| s.lost.saturating_sub(lost_before));
-    report.events_missed = serials.missed();
+    report.events_missed = serials.missed() + evicted;
     if report.socket_overflows > 0 || report.kernel_lost > 0 || report.events_missed > 0 {
         let now = chrono::Utc::now();
         let alert = Alert {
@@ -207,6 +213,14 @@ fn read(
         report.error = Some(format!("cannot write alerts: {err}"));
     }
     report
+}
+
+/// 128 random bits, hex.
+fn nonce() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Audit serial numbers seen, to count the events that never arrived.
@@ -306,14 +320,6 @@ fn number(fields: &BTreeMap<String, String>, key: &str) -> i64 {
     fields.get(key).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
-/// Whether a host process (still running) shares the pid namespace of the sandbox's init.
-fn same_pid_namespace(host_pid: i64, init_pid: i32) -> bool {
-    let namespace = |pid: String| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
-    host_pid > 0
-        && namespace(host_pid.to_string())
-            .is_some_and(|ns| Some(ns) == namespace(init_pid.to_string()))
-}
-
 /// The process id inside the sandbox of a host pid, while the process exists.
 fn inner_pid(host_pid: i64) -> i64 {
     std::fs::read_to_string(format!("/proc/{host_pid}/status"))
@@ -350,15 +356,6 @@ fn alerts_of(
         .find(|r| r.kind == SYSCALL)
         .map(|r| fields(&r.text))
         .unwrap_or_default();
-    // The domain record comes only with a domain's first logged denial; if that event was
-    // lost, the acting process still tells: it lives in the sandbox's pid namespace.
-    for record in event.iter().filter(|r| r.kind == LANDLOCK_ACCESS) {
-        if let Some(domain) = fields(&record.text).get("domain") {
-            if !domains.contains(domain) && same_pid_namespace(number(&syscall, "pid"), init_pid) {
-                domains.insert(domain.clone());
-            }
-        }
-    }
     let mut alerts = Vec::new();
     for record in event.iter().filter(|r| r.kind == LANDLOCK_ACCESS) {
         let f = fields(&record.text);

@@ -105,15 +105,8 @@ fn base() -> Vec<Value> {
         "input",
         vec![matches(iif(), "==", json!(SANDBOX_IFACES)), verdict("drop")],
     ));
-    commands.push(rule(
-        "forward",
-        vec![json!({"vmap": {"key": iif(), "data": "@sandbox_fwd"}})],
-    ));
-    commands.push(rule(
-        "forward",
-        vec![matches(iif(), "==", json!(SANDBOX_IFACES)), verdict("drop")],
-    ));
-    // Into a sandbox from elsewhere: replies only. Nothing routed can open a connection in.
+    // Into a sandbox from elsewhere (another sandbox included): replies only. This comes
+    // before the source sandbox's own chain, whose accept would otherwise end the hook.
     commands.push(rule(
         "forward",
         vec![
@@ -125,6 +118,14 @@ fn base() -> Vec<Value> {
     commands.push(rule(
         "forward",
         vec![matches(oif(), "==", json!(SANDBOX_IFACES)), verdict("drop")],
+    ));
+    commands.push(rule(
+        "forward",
+        vec![json!({"vmap": {"key": iif(), "data": "@sandbox_fwd"}})],
+    ));
+    commands.push(rule(
+        "forward",
+        vec![matches(iif(), "==", json!(SANDBOX_IFACES)), verdict("drop")],
     ));
     commands.push(rule(
         "output",
@@ -194,6 +195,14 @@ fn sandbox_commands(plan: &NetworkPlan, lease: &AddressLease, names: &Names) -> 
         ],
     ));
     commands.push(rule(&chain_fwd, vec![established(), verdict("accept")]));
+    // The pool is never a destination, whatever an admin profile opens.
+    commands.push(rule(
+        &chain_fwd,
+        vec![
+            matches(field("ip", "daddr"), "==", prefix(&plan.pool)),
+            verdict("drop"),
+        ],
+    ));
     if plan.mode == NetMode::Egress {
         let closed: Vec<Value> = plan.always_closed.iter().map(prefix).collect();
         if !closed.is_empty() {

@@ -372,7 +372,8 @@ fn apply_path_policies(
     for rule in &policy.process.block {
         landlock.deny.push(LandlockDeny {
             target: to_path(rule),
-            keep: Keep::AllButExec,
+            // Reading it would let the dynamic loader (ld.so FILE) or an interpreter run it.
+            keep: Keep::Nothing,
         });
     }
     if policy.process.mode == ListMode::AllowList {

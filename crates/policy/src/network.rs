@@ -223,6 +223,16 @@ pub enum NetworkError {
         /// What the range is.
         why: &'static str,
     },
+    /// A resolver the sandbox could never reach.
+    #[error("--dns {resolver}: inside {range} ({why}), which stays closed; use a resolver on the public internet, or open the range in an admin profile")]
+    ClosedResolver {
+        /// The resolver.
+        resolver: Ipv4Addr,
+        /// The closed range.
+        range: Ipv4Net,
+        /// What the range is.
+        why: &'static str,
+    },
     /// A bad pool.
     #[error("network.pool {0}: needs room for at least two /30 subnets (a /29 or larger)")]
     Pool(Ipv4Net),
@@ -403,6 +413,13 @@ pub fn plan_network(
             egress.push(rule);
         }
         for resolver in &resolvers {
+            if let Some((range, why)) = closed.iter().find(|(net, _)| net.contains(resolver)) {
+                return Err(NetworkError::ClosedResolver {
+                    resolver: *resolver,
+                    range: *range,
+                    why,
+                });
+            }
             for protocol in [Protocol::Udp, Protocol::Tcp] {
                 egress.push(EgressRule {
                     net: Ipv4Net::new(*resolver, 32)
@@ -566,6 +583,16 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn resolvers_in_closed_ranges_are_refused() {
+        let mut r = request("egress");
+        r.dns = vec!["10.0.0.2".into()];
+        assert!(matches!(
+            plan_network(&NetworkSettings::default(), &r),
+            Err(NetworkError::ClosedResolver { .. })
+        ));
     }
 
     #[test]

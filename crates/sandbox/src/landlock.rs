@@ -118,9 +118,17 @@ struct Deny {
     directory: bool,
     recursive: bool,
     keep: Keep,
+    /// Device and inode of a blocked file, so that a hard link of it met while carving is
+    /// blocked too.
+    inode: Option<(u64, u64)>,
 }
 
 impl Deny {
+    fn same_file(&self, meta: &std::fs::Metadata) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        !meta.is_dir() && self.inode == Some((meta.dev(), meta.ino()))
+    }
+
     fn covers(&self, path: &Path, is_dir: bool) -> bool {
         if !self.directory {
             path == self.path
@@ -186,12 +194,20 @@ fn rules(plan: &LandlockPlan, r: &Rights) -> Vec<(PathBuf, BitFlags<AccessFs>)> 
         .iter()
         .filter_map(|d| {
             // Symlinks resolve here, inside the sandbox: /bin/apt is /usr/bin/apt.
-            let path = std::fs::canonicalize(d.target.path.trim_end_matches('/')).ok()?;
+            let path = resolve(d.target.path.trim_end_matches('/'))?;
+            let inode = std::fs::metadata(&path)
+                .ok()
+                .filter(|m| !m.is_dir())
+                .map(|m| {
+                    use std::os::unix::fs::MetadataExt;
+                    (m.dev(), m.ino())
+                });
             Some(Deny {
                 path,
                 directory: d.target.directory,
                 recursive: d.target.recursive,
                 keep: d.keep,
+                inode,
             })
         })
         .collect();
@@ -204,6 +220,7 @@ fn rules(plan: &LandlockPlan, r: &Rights) -> Vec<(PathBuf, BitFlags<AccessFs>)> 
                     directory: true,
                     recursive: true,
                     keep: Keep::AllButExec,
+                    inode: None,
                 });
             }
         }
@@ -228,6 +245,27 @@ fn rules(plan: &LandlockPlan, r: &Rights) -> Vec<(PathBuf, BitFlags<AccessFs>)> 
     }
     out.retain(|(_, access)| !access.is_empty());
     out
+}
+
+/// A path with its symlinks resolved; for a path that does not exist (yet), its nearest
+/// existing ancestor resolved and the rest appended, so the rule still holds: the
+/// directories on the way are carved, and nothing new can appear where it points.
+fn resolve(path: &str) -> Option<PathBuf> {
+    let path = Path::new(path);
+    if let Ok(real) = std::fs::canonicalize(path) {
+        return Some(real);
+    }
+    let mut missing = Vec::new();
+    let mut current = path;
+    while let Some(parent) = current.parent() {
+        missing.push(current.file_name()?);
+        if let Ok(mut real) = std::fs::canonicalize(parent) {
+            real.extend(missing.iter().rev());
+            return Some(real);
+        }
+        current = parent;
+    }
+    None
 }
 
 /// The dynamic loaders of the sandbox's root (ld-linux*, ld-musl*).
@@ -270,10 +308,12 @@ fn carve(
         return;
     }
     let is_dir = meta.is_dir();
-    if let Some(deny) = denies.iter().find(|d| d.covers(path, is_dir)) {
-        out.push((path.to_path_buf(), r.fit(path, access & r.keep(deny.keep))));
-        return;
-    }
+    // Every rule covering the path takes its share; one lying deeper still gets its turn
+    // (a recursive "no exec in /tmp" must not hide a Block of /tmp/secret).
+    let access = denies
+        .iter()
+        .filter(|d| d.covers(path, is_dir) || d.same_file(&meta))
+        .fold(access, |access, deny| access & r.keep(deny.keep));
     if is_dir && denies.iter().any(|d| d.below(path)) {
         out.push((path.to_path_buf(), access & AccessFs::ReadDir));
         for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {

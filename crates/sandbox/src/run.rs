@@ -132,7 +132,8 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunReport, SandboxError>
     let mut sandbox = Sandbox::create(plan, &options.paths)?;
     let result = sandbox.start_and_wait(plan, &cgroups, filter, options);
     let oom_kills = cgroups.oom_kills(&plan.id);
-    let alerts = sandbox.alerts.take();
+    // On every path, so that the alerts written so far reach the file.
+    let alerts = sandbox.reader.take().map(moat_events::ReaderHandle::finish);
     let cleanup_warnings = sandbox.destroy();
     let status = result?;
     Ok(RunReport {
@@ -197,7 +198,7 @@ struct Sandbox {
     lease: IdLease,
     address: Option<(moat_net::Pool, moat_net::AddressLease)>,
     container: Option<Container>,
-    alerts: Option<moat_events::ReaderReport>,
+    reader: Option<moat_events::ReaderHandle>,
 }
 
 impl Sandbox {
@@ -249,7 +250,7 @@ impl Sandbox {
             lease,
             address: None,
             container: None,
-            alerts: None,
+            reader: None,
         };
         // Best effort: gc also finds a dead sandbox's lease by scanning the slots.
         let _ = record.save(&dir);
@@ -321,7 +322,7 @@ impl Sandbox {
             moat_net::limit_inside(&plan.network, &format!("/proc/{init}/ns/net"), inside)?;
         }
         // The reader is a thread: start it only now that libcontainer has forked.
-        let reader = match &options.alerts {
+        self.reader = match &options.alerts {
             Some(path) => {
                 let writer = moat_events::AlertWriter::open(path).map_err(SandboxError::Alerts)?;
                 let context = alert_context(plan, &self.lease);
@@ -347,9 +348,6 @@ impl Sandbox {
                 Err(err) => return Err(SandboxError::Supervise(err)),
             }
         };
-        if let Some(reader) = reader {
-            self.alerts = Some(reader.finish());
-        }
         let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&forwarded), None);
         let mut report = String::new();
         let _ = fs::File::from(error_read).read_to_string(&mut report);
