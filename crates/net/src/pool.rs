@@ -35,15 +35,20 @@ pub struct AddressLease {
 pub struct Pool {
     net: Ipv4Net,
     dir: PathBuf,
+    /// Claims of single addresses, shared by every pool: two pools that overlap never hand
+    /// out the same address (interface and rule names derive from it).
+    addresses: PathBuf,
 }
 
 impl Pool {
     /// The pool `net`, leases kept under `state_dir` (e.g. /var/lib/moat/net).
     pub fn new(net: Ipv4Net, state_dir: impl Into<PathBuf>) -> Pool {
         let key = format!("{}_{}", net.network(), net.prefix_len());
+        let state_dir = state_dir.into();
         Pool {
             net,
-            dir: state_dir.into().join(key),
+            dir: state_dir.join(key),
+            addresses: state_dir.join("addresses"),
         }
     }
 
@@ -97,7 +102,12 @@ impl Pool {
                 Ok(mut file) => {
                     file.write_all(format!("sandbox {sandbox_id}\n").as_bytes())
                         .map_err(self.io())?;
-                    return Ok(self.addresses(slot));
+                    let lease = self.addresses(slot);
+                    if self.claim_address(lease.sandbox)? {
+                        return Ok(lease);
+                    }
+                    // A pool overlapping this one holds the address: skip the slot.
+                    let _ = fs::remove_file(&path);
                 }
                 Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(err) => return Err(self.io()(err)),
@@ -106,9 +116,27 @@ impl Pool {
         Err(NetError::PoolExhausted(self.net.to_string()))
     }
 
+    fn claim_address(&self, address: Ipv4Addr) -> Result<bool, NetError> {
+        fs::create_dir_all(&self.addresses).map_err(self.io())?;
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(self.addresses.join(address.to_string()))
+        {
+            Ok(_) => Ok(true),
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(err) => Err(self.io()(err)),
+        }
+    }
+
     /// Gives a subnet back.
     pub fn release(&self, slot: u32) -> Result<(), NetError> {
         let _lock = self.lock()?;
+        let _ = fs::remove_file(
+            self.addresses
+                .join(self.addresses(slot).sandbox.to_string()),
+        );
         match fs::remove_file(self.dir.join("slots").join(slot.to_string())) {
             Err(err) if err.kind() != io::ErrorKind::NotFound => Err(self.io()(err)),
             _ => Ok(()),
@@ -169,6 +197,22 @@ mod tests {
         let mut ids: Vec<&str> = leases.iter().map(|(_, _, id)| id.as_str()).collect();
         ids.sort_unstable();
         assert_eq!(ids, ["b", "c"]);
+    }
+
+    #[test]
+    fn overlapping_pools_never_share_an_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let wide = Pool::new("10.77.0.0/16".parse().unwrap(), dir.path());
+        let narrow = Pool::new("10.77.0.0/24".parse().unwrap(), dir.path());
+        let a = wide.acquire("a").unwrap();
+        let b = narrow.acquire("b").unwrap();
+        assert_ne!(a.sandbox, b.sandbox);
+        wide.release(a.slot).unwrap();
+        assert_eq!(
+            narrow.acquire("c").unwrap().sandbox,
+            a.sandbox,
+            "released addresses are free again"
+        );
     }
 
     #[test]
