@@ -707,6 +707,8 @@ fn an_exhausted_pool_is_a_clear_error_and_creates_nothing() {
         "{}",
         String::from_utf8_lossy(&third.stderr)
     );
+    // The test's own pool state goes with it.
+    let _ = std::fs::remove_dir_all(format!("/var/lib/moat/net/10.99.{octet}.0_29"));
 }
 
 #[test]
