@@ -116,12 +116,21 @@ fn process_block_denies_exec_and_copies_cannot_bypass_it() {
     );
     let script = "apt --version >/dev/null 2>&1; echo apt=$?; head -c1 /usr/bin/apt >/dev/null 2>&1 || echo unreadable; \
                   /lib64/ld-linux-x86-64.so.2 /usr/bin/apt --version >/dev/null 2>&1; echo loader=$?; \
-                  cp /usr/bin/apt /tmp/apt2 2>/dev/null; /tmp/apt2 --version >/dev/null 2>&1; echo copy=$?; python3 -c 'print(\"python\")'";
+                  cp /usr/bin/apt /tmp/apt2 2>/dev/null; /tmp/apt2 --version >/dev/null 2>&1; echo copy=$?; \
+                  cp /usr/bin/true /tmp/true2; /lib64/ld-linux-x86-64.so.2 /tmp/true2 2>/dev/null; echo copy-by-loader=$?; \
+                  python3 -c 'print(\"python\")'";
     let blocked = sh(&["--policy", &policy, "--label", "team=blue"], script);
     assert_eq!(blocked.status, 0, "{}", blocked.stderr);
     assert_eq!(
         blocked.stdout.lines().collect::<Vec<_>>(),
-        ["apt=126", "unreadable", "loader=127", "copy=127", "python"]
+        [
+            "apt=126",
+            "unreadable",
+            "loader=127",
+            "copy=127",
+            "copy-by-loader=127",
+            "python"
+        ]
     );
     // Controls: without the policy, or when its selector does not match, apt runs.
     let free = sh(&[], "apt --version >/dev/null 2>&1; echo apt=$?; cp /usr/bin/apt /tmp/apt2; /tmp/apt2 --version >/dev/null; echo copy=$?");

@@ -2,6 +2,7 @@
 //! the sandbox's init after the mounts are final and before the seccomp filter (which
 //! forbids the landlock syscalls to the workload).
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use landlock::{
@@ -123,26 +124,81 @@ struct Deny {
     inode: Option<(u64, u64)>,
 }
 
-impl Deny {
-    fn same_file(&self, meta: &std::fs::Metadata) -> bool {
-        use std::os::unix::fs::MetadataExt;
-        !meta.is_dir() && self.inode == Some((meta.dev(), meta.ino()))
-    }
+/// The denies, indexed by path and inode: carving asks about every entry of every
+/// directory it walks, so each question must not cost a pass over all the rules (10,000
+/// rules over /usr/share took half a minute that way).
+struct DenyIndex {
+    files: HashMap<PathBuf, Vec<Keep>>,
+    recursive: HashMap<PathBuf, Vec<Keep>>,
+    direct_files_of: HashMap<PathBuf, Vec<Keep>>,
+    inodes: HashMap<(u64, u64), Vec<Keep>>,
+    above: HashSet<PathBuf>,
+}
 
-    fn covers(&self, path: &Path, is_dir: bool) -> bool {
-        if !self.directory {
-            path == self.path
-        } else if self.recursive {
-            path.starts_with(&self.path)
-        } else {
-            !is_dir && path.parent() == Some(self.path.as_path())
+impl DenyIndex {
+    fn new(denies: &[Deny]) -> DenyIndex {
+        let mut index = DenyIndex {
+            files: HashMap::new(),
+            recursive: HashMap::new(),
+            direct_files_of: HashMap::new(),
+            inodes: HashMap::new(),
+            above: HashSet::new(),
+        };
+        for deny in denies {
+            let map = match (deny.directory, deny.recursive) {
+                (false, _) => &mut index.files,
+                (true, true) => &mut index.recursive,
+                (true, false) => &mut index.direct_files_of,
+            };
+            map.entry(deny.path.clone()).or_default().push(deny.keep);
+            if let Some(inode) = deny.inode {
+                index.inodes.entry(inode).or_default().push(deny.keep);
+            }
+            index
+                .above
+                .extend(deny.path.ancestors().skip(1).map(Path::to_path_buf));
+            if deny.directory && !deny.recursive {
+                index.above.insert(deny.path.clone());
+            }
         }
+        index
     }
 
-    /// Whether something this rule denies lies strictly inside `dir`.
+    /// What every rule covering `path` leaves of `access`.
+    fn restrict(
+        &self,
+        path: &Path,
+        meta: &std::fs::Metadata,
+        access: BitFlags<AccessFs>,
+        r: &Rights,
+    ) -> BitFlags<AccessFs> {
+        use std::os::unix::fs::MetadataExt;
+        let mut keeps: Vec<Keep> = Vec::new();
+        for ancestor in path.ancestors() {
+            if let Some(found) = self.recursive.get(ancestor) {
+                keeps.extend(found);
+            }
+        }
+        if !meta.is_dir() {
+            keeps.extend(self.files.get(path).into_iter().flatten());
+            if let Some(parent) = path.parent() {
+                keeps.extend(self.direct_files_of.get(parent).into_iter().flatten());
+            }
+            keeps.extend(
+                self.inodes
+                    .get(&(meta.dev(), meta.ino()))
+                    .into_iter()
+                    .flatten(),
+            );
+        }
+        keeps
+            .into_iter()
+            .fold(access, |access, keep| access & r.keep(keep))
+    }
+
+    /// Whether something a rule denies lies strictly inside `dir`.
     fn below(&self, dir: &Path) -> bool {
-        (self.path.starts_with(dir) && self.path != dir)
-            || (self.directory && !self.recursive && self.path == dir)
+        self.above.contains(dir)
     }
 }
 
@@ -225,12 +281,13 @@ fn rules(plan: &LandlockPlan, r: &Rights) -> Vec<(PathBuf, BitFlags<AccessFs>)> 
             }
         }
     }
+    let index = DenyIndex::new(&denies);
     let mut out = Vec::new();
     for (path, access) in grants {
         let Ok(root) = std::fs::canonicalize(&path) else {
             continue;
         };
-        carve(&root, access, &denies, r, &mut out);
+        carve(&root, access, &index, r, &mut out);
     }
     for device in &plan.devices {
         let path = PathBuf::from(device);
@@ -295,7 +352,7 @@ fn elf_interpreters() -> Vec<String> {
 fn carve(
     path: &Path,
     access: BitFlags<AccessFs>,
-    denies: &[Deny],
+    denies: &DenyIndex,
     r: &Rights,
     out: &mut Vec<(PathBuf, BitFlags<AccessFs>)>,
 ) {
@@ -310,11 +367,8 @@ fn carve(
     let is_dir = meta.is_dir();
     // Every rule covering the path takes its share; one lying deeper still gets its turn
     // (a recursive "no exec in /tmp" must not hide a Block of /tmp/secret).
-    let access = denies
-        .iter()
-        .filter(|d| d.covers(path, is_dir) || d.same_file(&meta))
-        .fold(access, |access, deny| access & r.keep(deny.keep));
-    if is_dir && denies.iter().any(|d| d.below(path)) {
+    let access = denies.restrict(path, &meta, access, r);
+    if is_dir && denies.below(path) {
         out.push((path.to_path_buf(), access & AccessFs::ReadDir));
         for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
             carve(&entry.path(), access, denies, r, out);

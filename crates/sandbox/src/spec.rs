@@ -69,6 +69,19 @@ pub fn oci_config(
                         size_option(*size_bytes), inodes_option(*size_bytes)]}),
     });
 
+    if !plan.landlock.writable_exec {
+        // A policy governs execution: the writable places are noexec mounts too. Landlock
+        // stops execve there, but only noexec stops mapping a file executable, which is
+        // how `ld.so ./copy-of-a-blocked-binary` would run it anyway.
+        for mount in &mut mounts {
+            let destination = mount["destination"].as_str().unwrap_or("");
+            if destination == "/tmp" || destination == fs.home_path {
+                if let Some(options) = mount["options"].as_array_mut() {
+                    options.push(json!("noexec"));
+                }
+            }
+        }
+    }
     let id_map = json!([{"containerID": 0, "hostID": lease.host_base, "size": lease.count}]);
     let rlimits: Vec<Value> = plan
         .privileges
