@@ -1,0 +1,291 @@
+#!/usr/bin/env bash
+# moat runtime-policy benchmark: what KubeArmor-format policies (Landlock rules) cost
+# at run time and at start-up.
+#
+#   sudo bench/policy.sh
+#
+# For N = 0, 10, 1000, 10000 rules and two rule sets:
+#   A  N file Block rules on paths that do not exist (/srv/none/fileI): skipped by moat
+#   B  N file Block rules on real files under /usr/share (moat carves /usr/share into
+#      one Landlock rule per sibling entry)
+# it measures inside `moat run --label bench=yes [--policy P]`:
+#   1. open+close of a file no rule blocks (/etc/hostname), ns/op, median of OPEN_REPS
+#   2. fork+execve+wait of /bin/true, µs/exec, median of EXEC_REPS
+#   3. socket+connect+accept+close against a listener on 127.0.0.1 in the same
+#      process, ns/op, median of CONN_REPS
+#   4. start-up of `moat run ... -- /bin/true` (hyperfine -N), median, ms
+# and 1–3 natively (no moat) as the baseline row.
+#
+# The probe is a small C program compiled here and put in a --home directory. It is
+# built dynamically and started through the ELF interpreter
+# (/lib64/ld-linux-x86-64.so.2 /home/jovyan/probe ...) in every row, native included:
+# the same start-up path is used everywhere so rows stay comparable; only the timed loops
+# count. (Rule sets carry no process rule: with one, moat makes the home noexec, and
+# nothing there runs, by design.)
+#
+# Environment (all optional):
+#   MOAT=/path/to/moat   moat binary (default: target/release/moat, else target/debug/moat)
+#   NS="0 10 1000 10000" rule counts
+#   OPEN_N=1000000 OPEN_REPS=5   EXEC_N=2000 EXEC_REPS=3   CONN_N=20000 CONN_REPS=3
+#   STARTUP_RUNS=20      hyperfine runs per start-up case (after 3 warm-up runs)
+#   SLOW_START_MS=2000   a case whose first start takes longer gets 1 repetition per probe
+#                        and 3 start-up runs without warm-up (marked * in the table)
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(dirname "$BENCH_DIR")
+NS=${NS:-"0 10 1000 10000"}
+OPEN_N=${OPEN_N:-1000000}
+OPEN_REPS=${OPEN_REPS:-5}
+EXEC_N=${EXEC_N:-2000}
+EXEC_REPS=${EXEC_REPS:-3}
+CONN_N=${CONN_N:-20000}
+CONN_REPS=${CONN_REPS:-3}
+STARTUP_RUNS=${STARTUP_RUNS:-20}
+SLOW_START_MS=${SLOW_START_MS:-2000}
+OPEN_FILE=/etc/hostname
+LDSO=/lib64/ld-linux-x86-64.so.2
+if [[ -z ${MOAT:-} ]]; then
+    if [[ -x $REPO/target/release/moat ]]; then MOAT=$REPO/target/release/moat
+    else MOAT=$REPO/target/debug/moat; fi
+fi
+
+die() { echo "policy.sh: $*" >&2; exit 1; }
+
+[[ $(id -u) -eq 0 ]] || die "must run as root (sudo bench/policy.sh)"
+for tool in hyperfine gcc python3; do
+    command -v "$tool" >/dev/null || die "missing tool: $tool"
+done
+[[ -x $MOAT ]] || die "no moat binary at $MOAT (cargo build --release -p moat)"
+[[ -x $LDSO ]] || die "no ELF interpreter at $LDSO"
+[[ -r $OPEN_FILE ]] || die "$OPEN_FILE is missing"
+
+ROOT=/tmp/moat-pbench
+cleanup() {
+    "$MOAT" gc --quiet >/dev/null 2>&1 || true
+    rm -rf -- "$ROOT"
+}
+[[ -e $ROOT ]] && die "$ROOT exists (another run, or a leftover: remove it)"
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+mkdir -p -m 0755 "$ROOT"
+HOME_DIR=$ROOT/home
+mkdir -m 0755 "$HOME_DIR"      # moat chowns it to the sandbox user
+BUILD=$(mktemp -d "$ROOT/build.XXXXXX")
+POL=$ROOT/policies
+mkdir -m 0755 "$POL"
+
+# ---- probe ---------------------------------------------------------------------------
+cat >"$BUILD/probe.c" <<'EOF'
+/* probe open PATH N | probe exec PATH N | probe connect N  -> prints ns per op */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e9 + t.tv_nsec;
+}
+
+int main(int argc, char **argv) {
+    if (argc == 4 && !strcmp(argv[1], "open")) {
+        long n = atol(argv[3]);
+        int fd = open(argv[2], O_RDONLY | O_CLOEXEC);
+        if (fd < 0) { perror("open"); return 1; }
+        close(fd);
+        double t0 = now();
+        for (long i = 0; i < n; i++) {
+            fd = open(argv[2], O_RDONLY | O_CLOEXEC);
+            if (fd < 0) { perror("open"); return 1; }
+            close(fd);
+        }
+        printf("%.1f\n", (now() - t0) / n);
+        return 0;
+    }
+    if (argc == 4 && !strcmp(argv[1], "exec")) {
+        long n = atol(argv[3]);
+        char *av[] = {argv[2], NULL}, *ev[] = {NULL};
+        double t0 = now();
+        for (long i = 0; i < n; i++) {
+            pid_t p = fork();
+            if (p < 0) { perror("fork"); return 1; }
+            if (p == 0) { execve(argv[2], av, ev); _exit(127); }
+            int st;
+            if (waitpid(p, &st, 0) < 0) { perror("waitpid"); return 1; }
+            if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+                fprintf(stderr, "child failed (status %d)\n", st);
+                return 1;
+            }
+        }
+        printf("%.1f\n", (now() - t0) / n);
+        return 0;
+    }
+    if (argc == 3 && !strcmp(argv[1], "connect")) {
+        long n = atol(argv[2]);
+        int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (l < 0) { perror("socket"); return 1; }
+        struct sockaddr_in a = {0};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t al = sizeof a;
+        if (bind(l, (void *)&a, sizeof a) < 0) { perror("bind"); return 1; }
+        if (listen(l, 128) < 0) { perror("listen"); return 1; }
+        if (getsockname(l, (void *)&a, &al) < 0) { perror("getsockname"); return 1; }
+        double t0 = now();
+        for (long i = 0; i < n; i++) {
+            int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+            if (c < 0) { perror("socket"); return 1; }
+            if (connect(c, (void *)&a, sizeof a) < 0) { perror("connect"); return 1; }
+            int s = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+            if (s < 0) { perror("accept"); return 1; }
+            close(c);
+            close(s);
+        }
+        printf("%.1f\n", (now() - t0) / n);
+        return 0;
+    }
+    fprintf(stderr, "usage: probe open PATH N | exec PATH N | connect N\n");
+    return 2;
+}
+EOF
+gcc -O2 -Wall -o "$BUILD/probe" "$BUILD/probe.c"
+install -m 0755 "$BUILD/probe" "$HOME_DIR/probe"
+
+# ---- policies ------------------------------------------------------------------------
+# file list for rule set B (the largest N; smaller sets are prefixes)
+MAXN=0
+for n in $NS; do (( n > MAXN )) && MAXN=$n; done
+find /usr/share -type f 2>/dev/null | head -n "$MAXN" >"$POL/files.txt" || true
+(( $(wc -l <"$POL/files.txt") >= MAXN )) || die "fewer than $MAXN files under /usr/share"
+
+python3 - "$POL" "$NS" <<'EOF'
+import json, sys
+pol, ns = sys.argv[1], [int(x) for x in sys.argv[2].split()]
+files = open(f"{pol}/files.txt").read().split("\n")
+head = ('apiVersion: security.kubearmor.com/v1\nkind: KubeArmorPolicy\n'
+        'metadata: {name: bench}\nspec:\n  selector: {matchLabels: {bench: "yes"}}\n'
+        '  action: Block\n')
+for n in ns:
+    if n == 0:
+        continue
+    with open(f"{pol}/A{n}.yaml", "w") as f:
+        f.write(head + "  file:\n    matchPaths:\n")
+        f.writelines(f"      - path: /srv/none/file{i}\n" for i in range(n))
+    with open(f"{pol}/B{n}.yaml", "w") as f:
+        f.write(head + "  file:\n    matchPaths:\n")
+        f.writelines(f"      - path: {json.dumps(p)}\n" for p in files[:n])
+EOF
+
+# ---- measuring -----------------------------------------------------------------------
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+# run_probe CONFIG ARGS... : one probe run; CONFIG is "native" or moat options
+run_probe() {
+    local cfg=$1; shift
+    if [[ $cfg == native ]]; then
+        "$LDSO" "$HOME_DIR/probe" "$@"
+    else
+        # shellcheck disable=SC2086
+        "$MOAT" run --home "$HOME_DIR" --label bench=yes $cfg -- "$LDSO" /home/jovyan/probe "$@"
+    fi
+}
+
+# measure NAME CONFIG : fills OPEN[NAME] EXEC[NAME] CONN[NAME] (and START[NAME] if not native)
+declare -A OPEN EXEC CONN START SLOW
+measure() {
+    local name=$1 cfg=$2 i v o=() e=() c=() t0 slow=0
+    local open_reps=$OPEN_REPS exec_reps=$EXEC_REPS conn_reps=$CONN_REPS runs=$STARTUP_RUNS warm=3
+    echo "policy.sh: measuring $name" >&2
+    if [[ $cfg != native ]]; then
+        # one timed start first: a start-up of seconds (many carved rules) would make the
+        # full repetition counts take many minutes, so such cases get 1 repetition each
+        t0=$(date +%s%N)
+        # shellcheck disable=SC2086
+        "$MOAT" run --label bench=yes $cfg -- /bin/true || die "$name: moat run failed"
+        if (( ($(date +%s%N) - t0) > SLOW_START_MS * 1000000 )); then
+            slow=1; open_reps=1; exec_reps=1; conn_reps=1; runs=3; warm=0
+            SLOW[$name]=1
+            echo "policy.sh:   start-up over ${SLOW_START_MS} ms: 1 repetition per probe, 3 start-up runs" >&2
+        fi
+    fi
+    for ((i = 0; i < open_reps; i++)); do
+        v=$(run_probe "$cfg" open "$OPEN_FILE" "$OPEN_N") || die "$name: open probe failed"
+        o+=("$v")
+    done
+    for ((i = 0; i < exec_reps; i++)); do
+        v=$(run_probe "$cfg" exec /bin/true "$EXEC_N") || die "$name: exec probe failed"
+        e+=("$(awk -v x="$v" 'BEGIN {printf "%.1f", x / 1000}')")
+    done
+    for ((i = 0; i < conn_reps; i++)); do
+        v=$(run_probe "$cfg" connect "$CONN_N") || die "$name: connect probe failed"
+        c+=("$v")
+    done
+    OPEN[$name]=$(median "${o[@]}")
+    EXEC[$name]=$(median "${e[@]}")
+    CONN[$name]=$(median "${c[@]}")
+    echo "policy.sh:   open ${o[*]} | exec ${e[*]} | connect ${c[*]}" >&2
+    if [[ $cfg != native ]]; then
+        local json=$BUILD/start-$name.json
+        # shellcheck disable=SC2086
+        hyperfine -N --runs "$runs" --warmup "$warm" --export-json "$json" \
+            "$MOAT run --label bench=yes $cfg -- /bin/true" >/dev/null 2>&1 \
+            || die "$name: start-up run failed (try: $MOAT run --label bench=yes $cfg -- /bin/true)"
+        START[$name]=$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["results"][0]["median"]*1000, 1))' "$json")
+        echo "policy.sh:   start-up median ${START[$name]} ms" >&2
+    fi
+}
+
+ROWS=(native)
+measure native native
+for n in $NS; do
+    if (( n == 0 )); then
+        measure moat0 ""
+        ROWS+=(moat0)
+    fi
+done
+[[ -n ${OPEN[moat0]:-} ]] || die "NS must include 0 (the reference row)"
+for set in A B; do
+    for n in $NS; do
+        (( n == 0 )) && continue
+        measure "$set$n" "--policy $POL/$set$n.yaml"
+        ROWS+=("$set$n")
+    done
+done
+"$MOAT" gc --quiet >/dev/null 2>&1 || true
+
+# ---- table ---------------------------------------------------------------------------
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f×", a / b}'; }
+label() {
+    case $1 in
+        native) echo "native (no moat)" ;;
+        moat0) echo "moat, no policy (N=0)" ;;
+        A*) echo "A: ${1#A} nonexistent paths" ;;
+        B*) echo "B: ${1#B} files under /usr/share + exec rule" ;;
+    esac
+}
+echo
+echo "open+close: $OPEN_FILE × $OPEN_N, median of $OPEN_REPS. exec: fork+execve+wait /bin/true × $EXEC_N, median of $EXEC_REPS. connect: socket+connect+accept+close on 127.0.0.1 × $CONN_N, median of $CONN_REPS. start-up: \`moat run -- /bin/true\`, hyperfine -N, $STARTUP_RUNS runs after 3 warm-up, median. Ratios: vs moat N=0 / vs native."
+echo
+echo "| rules | open+close ns/op | vs N=0 / native | exec µs | vs N=0 / native | connect ns/op | vs N=0 / native | start-up ms | extra vs N=0 |"
+echo "|---|---|---|---|---|---|---|---|---|"
+for r in "${ROWS[@]}"; do
+    if [[ $r == native ]]; then
+        printf '| %s | %s | — | %s | — | %s | — | — | — |\n' "$(label "$r")" "${OPEN[$r]}" "${EXEC[$r]}" "${CONN[$r]}"
+        continue
+    fi
+    printf '| %s | %s | %s / %s | %s | %s / %s | %s | %s / %s | %s | %s |\n' "$(label "$r")" \
+        "${OPEN[$r]}" "$(ratio "${OPEN[$r]}" "${OPEN[moat0]}")" "$(ratio "${OPEN[$r]}" "${OPEN[native]}")" \
+        "${EXEC[$r]}" "$(ratio "${EXEC[$r]}" "${EXEC[moat0]}")" "$(ratio "${EXEC[$r]}" "${EXEC[native]}")" \
+        "${CONN[$r]}" "$(ratio "${CONN[$r]}" "${CONN[moat0]}")" "$(ratio "${CONN[$r]}" "${CONN[native]}")" \
+        "${START[$r]}${SLOW[$r]:+ *}" "$(awk -v a="${START[$r]}" -v b="${START[moat0]}" 'BEGIN {printf "%+.1f", a - b}')"
+done
+(( ${#SLOW[@]} == 0 )) || echo $'\n'"* start-up over ${SLOW_START_MS} ms: 1 repetition of each probe, 3 start-up runs without warm-up."
