@@ -135,10 +135,8 @@ pub fn teardown(address: Ipv4Addr) -> Vec<String> {
     if let Err(err) = nft::remove(&names) {
         warnings.push(err.to_string());
     }
-    for name in [&names.host, &names.peer] {
-        if let Err(err) = link::delete(name) {
-            warnings.push(err.to_string());
-        }
+    if let Err(err) = link::delete(&[&names.host, &names.peer]) {
+        warnings.push(err.to_string());
     }
     warnings
 }

@@ -79,21 +79,16 @@ pub fn create_veth(names: &Names, lease: &AddressLease) -> Result<(), NetError> 
     })
 }
 
-/// Deletes a link if it exists (deleting one end of a veth pair deletes both).
-pub fn delete(name: &str) -> Result<(), NetError> {
-    let name = name.to_string();
-    with_handle(&format!("delete link {name}"), async move |handle| {
-        if let Some(index) = index_of(&handle, &name).await? {
-            handle.link().del(index).execute().await?;
+/// Deletes the links that exist of `names`, over one netlink connection (deleting one end
+/// of a veth pair deletes both).
+pub fn delete(names: &[&str]) -> Result<(), NetError> {
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    with_handle(&format!("delete links {}", names.join(", ")), async move |handle| {
+        for name in &names {
+            if let Some(index) = index_of(&handle, name).await? {
+                handle.link().del(index).execute().await?;
+            }
         }
         Ok(())
-    })
-}
-
-/// Whether a link of that name exists.
-pub fn exists(name: &str) -> Result<bool, NetError> {
-    let name = name.to_string();
-    with_handle(&format!("look up link {name}"), async move |handle| {
-        Ok(index_of(&handle, &name).await?.is_some())
     })
 }
