@@ -83,12 +83,15 @@ pub fn create_veth(names: &Names, lease: &AddressLease) -> Result<(), NetError> 
 /// of a veth pair deletes both).
 pub fn delete(names: &[&str]) -> Result<(), NetError> {
     let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-    with_handle(&format!("delete links {}", names.join(", ")), async move |handle| {
-        for name in &names {
-            if let Some(index) = index_of(&handle, name).await? {
-                handle.link().del(index).execute().await?;
+    with_handle(
+        &format!("delete links {}", names.join(", ")),
+        async move |handle| {
+            for name in &names {
+                if let Some(index) = index_of(&handle, name).await? {
+                    handle.link().del(index).execute().await?;
+                }
             }
-        }
-        Ok(())
-    })
+            Ok(())
+        },
+    )
 }
