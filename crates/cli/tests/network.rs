@@ -774,3 +774,67 @@ fn concurrent_sandboxes_get_their_own_addresses_and_rules() {
         lab.rules()
     );
 }
+
+#[test]
+fn the_sandbox_stays_confined_when_the_host_ruleset_is_flushed() {
+    if !network_available() {
+        return;
+    }
+    let lab = Lab::new("flush");
+    let scratch = Scratch::new();
+    let home = scratch.join("home");
+    let targets = [
+        "203.0.113.10:80",
+        "169.254.169.254:80",
+        "10.200.0.5:80",
+        "10.77.0.1:8081",
+        "10.77.0.1:9999",
+    ];
+    // The probe waits for the test to flush the host's rules, then tries every target.
+    let script = format!(
+        "import os, time\nwhile not os.path.exists(os.path.expanduser('~/go')):\n    time.sleep(0.05)\n{PROBE}"
+    );
+    let child = lab
+        .moat()
+        .args([
+            "run",
+            "--home",
+            home.to_str().unwrap(),
+            "--net",
+            "egress",
+            "--egress",
+            "0.0.0.0/0:80/tcp",
+        ])
+        .args(["--", "python3", "-c", &script])
+        .args(targets)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !lab.rules().contains("chain in-") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // What a firewall reload does: the host's table is gone.
+    lab.in_outer(&["nft", "delete", "table", "inet", "moat"]);
+    assert!(
+        !lab.rules().contains("table inet moat"),
+        "control: the host table is gone"
+    );
+    std::fs::write(home.join("go"), "").unwrap();
+    let output = child.wait_with_output().unwrap();
+    let results = parse_probe(&String::from_utf8_lossy(&output.stdout));
+    assert_eq!(
+        result_of(&results, "203.0.113.10:80"),
+        "ok",
+        "allowed egress still works: {results:?} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for closed in &targets[1..] {
+        assert_ne!(
+            result_of(&results, closed),
+            "ok",
+            "{closed} must stay closed on the sandbox's own rules: {results:?}"
+        );
+    }
+}

@@ -118,10 +118,11 @@ pub fn setup(plan: &NetworkPlan, lease: &AddressLease) -> Result<Inside, NetErro
     })
 }
 
-/// Limits what the sandbox sends, on its own interface; call once the interface is in the
-/// sandbox's network namespace (`netns`: `/proc/PID/ns/net` of its init) and before the
-/// workload starts.
+/// Sets up the sandbox's side: its own copy of the rules (see [`nft::install_inside`]) and
+/// the limit on what it sends. Call once the interface is in the sandbox's network
+/// namespace (`netns`: `/proc/PID/ns/net` of its init) and before the workload starts.
 pub fn limit_inside(plan: &NetworkPlan, netns: &str, inside: &Inside) -> Result<(), NetError> {
+    nft::install_inside(plan, netns)?;
     match plan.bandwidth_bits_per_second {
         Some(rate) => tc::limit(Some(netns), inside.interface, rate),
         None => Ok(()),

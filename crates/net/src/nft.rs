@@ -215,29 +215,11 @@ fn sandbox_commands(plan: &NetworkPlan, lease: &AddressLease, names: &Names) -> 
             ));
         }
         for entry in &plan.egress {
-            let mut expr = vec![matches(field("ip", "daddr"), "==", prefix(&entry.net))];
-            let protocols: &[&str] = match entry.protocol {
-                Some(Protocol::Tcp) => &["tcp"],
-                Some(Protocol::Udp) => &["udp"],
-                None => &["tcp", "udp"],
-            };
-            for protocol in protocols {
-                let mut expr = expr.clone();
-                match entry.ports {
-                    Some(ports) if ports.first == ports.last => {
-                        expr.push(matches(field(protocol, "dport"), "==", json!(ports.first)))
-                    }
-                    Some(ports) => expr.push(matches(
-                        field(protocol, "dport"),
-                        "==",
-                        json!({"range": [ports.first, ports.last]}),
-                    )),
-                    None => expr.push(matches(meta("l4proto"), "==", json!(protocol))),
-                }
-                expr.push(verdict("accept"));
-                commands.push(rule(&chain_fwd, expr));
-            }
-            expr.clear();
+            commands.extend(
+                egress_accepts(entry)
+                    .into_iter()
+                    .map(|expr| rule(&chain_fwd, expr)),
+            );
         }
     }
     commands.push(rule(&chain_fwd, vec![verdict("drop")]));
@@ -276,8 +258,141 @@ fn sandbox_commands(plan: &NetworkPlan, lease: &AddressLease, names: &Names) -> 
     commands
 }
 
+/// The sandbox's own copy of its rules, in a table of its own network namespace, with
+/// default-drop policies: a second wall that holds if the host's table is flushed (a
+/// firewall reload) and that the sandbox, holding no CAP_NET_ADMIN, cannot change.
+fn inside_commands(plan: &NetworkPlan) -> Vec<Value> {
+    const INSIDE: &str = "moat_inside";
+    let rule = |chain: &str, expr: Vec<Value>| {
+        add(
+            "rule",
+            json!({"family": FAMILY, "table": INSIDE, "chain": chain, "expr": expr}),
+        )
+    };
+    let mut commands = vec![add("table", json!({"family": FAMILY, "name": INSIDE}))];
+    for (chain, hook) in [("output", "output"), ("input", "input")] {
+        commands.push(add(
+            "chain",
+            json!({"family": FAMILY, "table": INSIDE, "name": chain, "type": "filter", "hook": hook, "prio": 0, "policy": "drop"}),
+        ));
+    }
+    for chain in ["output", "input"] {
+        let interface = if chain == "output" {
+            "oifname"
+        } else {
+            "iifname"
+        };
+        commands.push(rule(
+            chain,
+            vec![
+                matches(meta(interface), "==", json!("lo")),
+                verdict("accept"),
+            ],
+        ));
+        commands.push(rule(chain, vec![established(), verdict("accept")]));
+    }
+    for endpoint in &plan.allow_host {
+        commands.push(rule(
+            "output",
+            vec![
+                matches(field("ip", "daddr"), "==", json!(endpoint.ip().to_string())),
+                matches(field("tcp", "dport"), "==", json!(endpoint.port())),
+                verdict("accept"),
+            ],
+        ));
+    }
+    if plan.mode == NetMode::Egress {
+        let closed: Vec<Value> = plan
+            .always_closed
+            .iter()
+            .chain([&plan.pool])
+            .map(prefix)
+            .collect();
+        commands.push(rule(
+            "output",
+            vec![
+                matches(field("ip", "daddr"), "==", json!({"set": closed})),
+                verdict("drop"),
+            ],
+        ));
+        for entry in &plan.egress {
+            commands.extend(
+                egress_accepts(entry)
+                    .into_iter()
+                    .map(|expr| rule("output", expr)),
+            );
+        }
+    }
+    if !plan.publish.is_empty() {
+        let ports: Vec<Value> = plan.publish.iter().map(|p| json!(p)).collect();
+        commands.push(rule(
+            "input",
+            vec![
+                matches(field("tcp", "dport"), "==", json!({"set": ports})),
+                verdict("accept"),
+            ],
+        ));
+    }
+    commands
+}
+
+/// The accept rules of one egress entry (one per protocol).
+fn egress_accepts(entry: &moat_policy::EgressRule) -> Vec<Vec<Value>> {
+    let protocols: &[&str] = match entry.protocol {
+        Some(Protocol::Tcp) => &["tcp"],
+        Some(Protocol::Udp) => &["udp"],
+        None => &["tcp", "udp"],
+    };
+    protocols
+        .iter()
+        .map(|protocol| {
+            let mut expr = vec![matches(field("ip", "daddr"), "==", prefix(&entry.net))];
+            match entry.ports {
+                Some(ports) if ports.first == ports.last => {
+                    expr.push(matches(field(protocol, "dport"), "==", json!(ports.first)))
+                }
+                Some(ports) => expr.push(matches(
+                    field(protocol, "dport"),
+                    "==",
+                    json!({"range": [ports.first, ports.last]}),
+                )),
+                None => expr.push(matches(meta("l4proto"), "==", json!(protocol))),
+            }
+            expr.push(verdict("accept"));
+            expr
+        })
+        .collect()
+}
+
+/// Installs the sandbox's own copy of its rules in its network namespace (`netns`:
+/// `/proc/PID/ns/net` of its init), before the workload starts.
+pub fn install_inside(plan: &NetworkPlan, netns: &str) -> Result<(), NetError> {
+    let net = format!("--net={netns}");
+    nft_in(
+        Some(&net),
+        &["-j", "-f", "-"],
+        Some(&json!({"nftables": inside_commands(plan)})),
+    )
+    .map(drop)
+}
+
 fn nft(arguments: &[&str], input: Option<&Value>) -> Result<String, NetError> {
-    let mut command = Command::new("nft");
+    nft_in(None, arguments, input)
+}
+
+fn nft_in(
+    netns: Option<&str>,
+    arguments: &[&str],
+    input: Option<&Value>,
+) -> Result<String, NetError> {
+    let mut command = match netns {
+        Some(net) => {
+            let mut command = Command::new("nsenter");
+            command.arg(net).arg("--").arg("nft");
+            command
+        }
+        None => Command::new("nft"),
+    };
     command
         .args(arguments)
         .stdout(Stdio::piped())
