@@ -67,8 +67,6 @@ pub enum NetError {
 pub struct Names {
     /// The host end of the veth pair (and the key of its nftables chains).
     pub host: String,
-    /// The sandbox end while it is still on the host (renamed `eth0` inside).
-    pub peer: String,
     /// A short key for chain names.
     pub key: String,
 }
@@ -79,7 +77,6 @@ impl Names {
         let key = format!("{:08x}", u32::from(address));
         Names {
             host: format!("moat-{key}"),
-            peer: format!("moatp{key}"),
             key,
         }
     }
@@ -92,41 +89,49 @@ pub struct Inside {
     pub interface: &'static str,
     /// The sandbox's address.
     pub address: Ipv4Addr,
+    /// The length of its network prefix.
+    pub prefix: u8,
     /// Its default gateway (the host end).
     pub gateway: Ipv4Addr,
 }
 
-/// Sets up the host side for `plan` with the leased addresses: veth pair, rules, limits.
-/// On error, removes what it made.
-pub fn setup(plan: &NetworkPlan, lease: &AddressLease) -> Result<Inside, NetError> {
+/// First step, before the sandbox exists: the host's rules for the leased address (they
+/// match interface names, so they can precede the interface). Returns what the sandbox's
+/// init configures inside. On error, removes what it made.
+pub fn prepare(plan: &NetworkPlan, lease: &AddressLease) -> Result<Inside, NetError> {
     debug_assert!(plan.mode != NetMode::None);
     let names = Names::for_address(lease.sandbox);
-    link::create_veth(&names, lease)?;
-    let installed =
-        nft::install(plan, lease, &names).and_then(|()| match plan.bandwidth_bits_per_second {
-            Some(rate) => tc::limit(None, &names.host, rate),
-            None => Ok(()),
-        });
-    if let Err(err) = installed {
+    if let Err(err) = nft::install(plan, lease, &names) {
         teardown(lease.sandbox);
         return Err(err);
     }
     Ok(Inside {
         interface: "eth0",
         address: lease.sandbox,
+        prefix: lease.prefix,
         gateway: lease.host,
     })
 }
 
-/// Sets up the sandbox's side: its own copy of the rules (see [`nft::install_inside`]) and
-/// the limit on what it sends. Call once the interface is in the sandbox's network
-/// namespace (`netns`: `/proc/PID/ns/net` of its init) and before the workload starts.
-pub fn limit_inside(plan: &NetworkPlan, netns: &str, inside: &Inside) -> Result<(), NetError> {
-    nft::install_inside(plan, netns)?;
-    match plan.bandwidth_bits_per_second {
-        Some(rate) => tc::limit(Some(netns), inside.interface, rate),
-        None => Ok(()),
+/// Second step, once the sandbox's init exists (pid `sandbox_init`) and before the
+/// workload starts: the veth pair with its inside end created in the sandbox's network
+/// namespace, the sandbox's own copy of its rules (see [`nft::install_inside`]), and the
+/// bandwidth limit on both ends. The caller tears down on error.
+pub fn attach(
+    plan: &NetworkPlan,
+    lease: &AddressLease,
+    sandbox_init: u32,
+    inside: &Inside,
+) -> Result<(), NetError> {
+    let names = Names::for_address(lease.sandbox);
+    let netns = format!("/proc/{sandbox_init}/ns/net");
+    link::create_veth(&names, lease, sandbox_init, inside.interface)?;
+    nft::install_inside(plan, &netns)?;
+    if let Some(rate) = plan.bandwidth_bits_per_second {
+        tc::limit(None, &names.host, rate)?;
+        tc::limit(Some(&netns), inside.interface, rate)?;
     }
+    Ok(())
 }
 
 /// Removes the host side of the sandbox at `address`; returns what could not be removed.
@@ -136,7 +141,7 @@ pub fn teardown(address: Ipv4Addr) -> Vec<String> {
     if let Err(err) = nft::remove(&names) {
         warnings.push(err.to_string());
     }
-    if let Err(err) = link::delete(&[&names.host, &names.peer]) {
+    if let Err(err) = link::delete(&[&names.host]) {
         warnings.push(err.to_string());
     }
     warnings

@@ -1,12 +1,13 @@
 //! The veth pair, created and removed over rtnetlink.
 //!
 //! The calls run on a current-thread tokio runtime that is dropped before returning, so
-//! the calling process (which libcontainer forks afterwards) has no extra thread.
+//! the calling process keeps no extra thread.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use futures::TryStreamExt;
-use rtnetlink::{Handle, LinkUnspec, LinkVeth};
+use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
+use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth};
 
 use crate::pool::AddressLease;
 use crate::{Names, NetError};
@@ -47,33 +48,45 @@ const fn libc_enodev() -> i32 {
     19
 }
 
-/// Creates the pair: the host end up with the host address, the sandbox end with the
-/// sandbox address (libcontainer moves it, with its address, into the sandbox).
-pub fn create_veth(names: &Names, lease: &AddressLease) -> Result<(), NetError> {
-    let (host, peer) = (names.host.clone(), names.peer.clone());
-    let (host_ip, sandbox_ip, prefix) = (lease.host, lease.sandbox, lease.prefix);
+/// Creates the pair with the sandbox end made directly inside the sandbox's network
+/// namespace (that of process `sandbox_init`) as `eth0`, and brings the host end up with
+/// the host address. The sandbox's init gives `eth0` its address when it starts.
+///
+/// Creating the end in place, rather than moving it in later, saves the namespace move,
+/// the slowest step of a network set-up (about 20 ms here).
+pub fn create_veth(
+    names: &Names,
+    lease: &AddressLease,
+    sandbox_init: u32,
+    inside_name: &str,
+) -> Result<(), NetError> {
+    let host = names.host.clone();
+    let (host_ip, prefix) = (lease.host, lease.prefix);
+    let peer = LinkUnspec::new_with_name(inside_name)
+        .setns_by_pid(sandbox_init)
+        .build();
     with_handle(&format!("create veth {host}"), async move |handle| {
         handle
             .link()
-            .add(LinkVeth::new(&host, &peer).build())
+            .add(
+                LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+                    .name(host.clone())
+                    .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+                    .build(),
+            )
             .execute()
             .await?;
-        let add_address = async |name: &str, ip: Ipv4Addr| -> Result<u32, rtnetlink::Error> {
-            let index = index_of(&handle, name)
-                .await?
-                .ok_or(rtnetlink::Error::RequestFailed)?;
-            handle
-                .address()
-                .add(index, IpAddr::V4(ip), prefix)
-                .execute()
-                .await?;
-            Ok(index)
-        };
-        let host_index = add_address(&host, host_ip).await?;
-        add_address(&peer, sandbox_ip).await?;
+        let index = index_of(&handle, &host)
+            .await?
+            .ok_or(rtnetlink::Error::RequestFailed)?;
+        handle
+            .address()
+            .add(index, IpAddr::V4(host_ip), prefix)
+            .execute()
+            .await?;
         handle
             .link()
-            .set(LinkUnspec::new_with_index(host_index).up().build())
+            .set(LinkUnspec::new_with_index(index).up().build())
             .execute()
             .await
     })

@@ -75,8 +75,10 @@ impl MoatExecutor {
             self.fail("network", format!("cannot bring up loopback: {err}"));
         }
         if let Some(inside) = &self.network {
-            let configured = sys::interface_up(inside.interface)
-                .and_then(|()| sys::add_default_route(inside.gateway));
+            let configured =
+                sys::set_interface_address(inside.interface, inside.address, inside.prefix)
+                    .and_then(|()| sys::interface_up(inside.interface))
+                    .and_then(|()| sys::add_default_route(inside.gateway));
             if let Err(err) = configured {
                 self.fail(
                     "network",

@@ -270,8 +270,7 @@ impl Sandbox {
         rootfs::prepare_home(plan, lease)?;
         let address = inside.as_ref().map(|i| i.address);
         let root = rootfs::prepare_root(plan, &dir, address)?;
-        let names = address.map(moat_net::Names::for_address);
-        let config = spec::oci_config(plan, &root, lease, cgroups, names.as_ref());
+        let config = spec::oci_config(plan, &root, lease, cgroups, inside.is_some());
         let bundle = dir.join("bundle");
         spec::write_bundle(&bundle, &config).map_err(|source| SandboxError::State {
             path: bundle.clone(),
@@ -317,9 +316,12 @@ impl Sandbox {
             .pid()
             .ok_or_else(|| SandboxError::Container("the sandbox init has no pid".into()))?;
         self.container = Some(container.clone());
-        if let Some(inside) = &inside {
-            // The sandbox's interface is in its namespace by now; the workload is not running.
-            moat_net::limit_inside(&plan.network, &format!("/proc/{init}/ns/net"), inside)?;
+        if let (Some(inside), Some((_, address))) = (&inside, &self.address) {
+            // The sandbox's namespaces exist by now; the workload is not running yet.
+            let init = u32::try_from(init.as_raw()).map_err(|_| {
+                SandboxError::Container("the sandbox init has an invalid pid".into())
+            })?;
+            moat_net::attach(&plan.network, address, init, inside)?;
         }
         // The reader is a thread: start it only now that libcontainer has forked.
         self.reader = match &options.alerts {
@@ -390,7 +392,7 @@ impl Sandbox {
                 }
             })?;
         }
-        let inside = moat_net::setup(&plan.network, &lease)?;
+        let inside = moat_net::prepare(&plan.network, &lease)?;
         if announce {
             eprintln!(
                 "moat: sandbox {} has address {} (the host is {})",

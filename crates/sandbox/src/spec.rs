@@ -36,7 +36,7 @@ pub fn oci_config(
     root: &PreparedRoot,
     lease: &IdLease,
     cgroups: &CgroupFacts,
-    network: Option<&moat_net::Names>,
+    with_interface: bool,
 ) -> Value {
     let fs = &plan.filesystem;
     let mut mounts = vec![
@@ -138,9 +138,7 @@ pub fn oci_config(
             "rootfsPropagation": "private",
         },
     });
-    if let Some(names) = network {
-        // libcontainer moves the sandbox end of the veth pair in, with its address.
-        config["linux"]["netDevices"] = json!({ names.peer.clone(): {"name": "eth0"} });
+    if with_interface {
         // IPv6 is off on a sandbox with a way out: the network wall is written for IPv4,
         // and nothing may be open that the rules do not cover. (Loopback-only sandboxes
         // keep ::1, which servers bind to by default.)

@@ -119,10 +119,8 @@ fn inet_control_socket() -> io::Result<std::os::fd::OwnedFd> {
     .map_err(io::Error::from)
 }
 
-/// Sets IFF_UP on a network interface of the current network namespace.
-pub fn interface_up(name: &str) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let socket = inet_control_socket()?;
+/// An ifreq naming interface `name`, the rest zeroed.
+fn interface_request(name: &str) -> io::Result<libc::ifreq> {
     // SAFETY: ifreq is plain old data; all-zero is a valid value.
     let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
     let bytes = name.as_bytes();
@@ -135,6 +133,28 @@ pub fn interface_up(name: &str) -> io::Result<()> {
     for (slot, byte) in request.ifr_name.iter_mut().zip(bytes) {
         *slot = *byte as libc::c_char;
     }
+    Ok(request)
+}
+
+fn sockaddr_inet(address: std::net::Ipv4Addr) -> libc::sockaddr {
+    let inet = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(address).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: sockaddr_in and sockaddr have the same size; the kernel reads the result as
+    // sockaddr_in because its family is AF_INET.
+    unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(inet) }
+}
+
+/// Sets IFF_UP on a network interface of the current network namespace.
+pub fn interface_up(name: &str) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let socket = inet_control_socket()?;
+    let mut request = interface_request(name)?;
     // SAFETY: SIOCGIFFLAGS reads ifr_name and writes ifr_ifru.ifru_flags of `request`,
     // which is a valid, exclusively borrowed ifreq for the duration of the call.
     if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut request) } < 0 {
@@ -145,6 +165,37 @@ pub fn interface_up(name: &str) -> io::Result<()> {
     // SAFETY: as above; SIOCSIFFLAGS only reads `request`.
     if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &request) } < 0 {
         return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Gives a network interface of the current network namespace the IPv4 address
+/// `address`/`prefix` (the interface's only IPv4 address).
+pub fn set_interface_address(
+    name: &str,
+    address: std::net::Ipv4Addr,
+    prefix: u8,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    if prefix > 32 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "prefix longer than 32 bits",
+        ));
+    }
+    let socket = inet_control_socket()?;
+    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+    for (command, value) in [
+        (libc::SIOCSIFADDR, address),
+        (libc::SIOCSIFNETMASK, std::net::Ipv4Addr::from(mask)),
+    ] {
+        let mut request = interface_request(name)?;
+        request.ifr_ifru.ifru_addr = sockaddr_inet(value);
+        // SAFETY: SIOCSIFADDR and SIOCSIFNETMASK read a valid ifreq that lives for the
+        // duration of the call.
+        if unsafe { libc::ioctl(socket.as_raw_fd(), command, &request) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
     }
     Ok(())
 }
@@ -189,25 +240,11 @@ pub fn cloexec_from(first: libc::c_uint) -> io::Result<()> {
 pub fn add_default_route(gateway: std::net::Ipv4Addr) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let socket = inet_control_socket()?;
-    let inet = |address: std::net::Ipv4Addr| libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: 0,
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(address).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
     // SAFETY: rtentry is plain old data; all-zero is a valid value.
     let mut route: libc::rtentry = unsafe { std::mem::zeroed() };
-    let any = inet(std::net::Ipv4Addr::UNSPECIFIED);
-    let via = inet(gateway);
-    // SAFETY: sockaddr_in and sockaddr have the same size; the kernel reads these fields
-    // as sockaddr_in because their family is AF_INET.
-    unsafe {
-        route.rt_dst = std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(any);
-        route.rt_genmask = std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(any);
-        route.rt_gateway = std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(via);
-    }
+    route.rt_dst = sockaddr_inet(std::net::Ipv4Addr::UNSPECIFIED);
+    route.rt_genmask = sockaddr_inet(std::net::Ipv4Addr::UNSPECIFIED);
+    route.rt_gateway = sockaddr_inet(gateway);
     route.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
     // SAFETY: SIOCADDRT reads a valid rtentry that lives for the duration of the call.
     if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCADDRT, &route) } < 0 {
