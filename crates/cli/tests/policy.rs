@@ -133,8 +133,19 @@ fn process_block_denies_exec_and_copies_cannot_bypass_it() {
         ]
     );
     // Controls: without the policy, or when its selector does not match, apt runs.
-    let free = sh(&[], "apt --version >/dev/null 2>&1; echo apt=$?; cp /usr/bin/apt /tmp/apt2; /tmp/apt2 --version >/dev/null; echo copy=$?");
-    assert_eq!(free.stdout.lines().collect::<Vec<_>>(), ["apt=0", "copy=0"]);
+    let free = sh(
+        &[],
+        "apt --version >/dev/null 2>&1; echo apt=$?; \
+         /lib64/ld-linux-x86-64.so.2 /usr/bin/apt --version >/dev/null; echo loader=$?; \
+         cp /usr/bin/apt /tmp/apt2; /tmp/apt2 --version >/dev/null; echo copy=$?; \
+         cp /usr/bin/true /tmp/true2; /lib64/ld-linux-x86-64.so.2 /tmp/true2; echo copy-by-loader=$?",
+    );
+    assert_eq!(
+        free.stdout.lines().collect::<Vec<_>>(),
+        ["apt=0", "loader=0", "copy=0", "copy-by-loader=0"],
+        "{}",
+        free.stderr
+    );
     let unmatched = sh(
         &["--policy", &policy, "--label", "team=red"],
         "apt --version >/dev/null 2>&1; echo apt=$?",
