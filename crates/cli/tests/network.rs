@@ -474,13 +474,9 @@ fn links_rules_and_addresses_are_gone_after_exit_and_after_sigkill_plus_gc() {
     assert!(!lab.rules().contains("chain in-"), "{}", lab.rules());
 
     let id = test_id("netkill");
-    let mut child = lab
-        .moat()
-        .args([
-            "run", "--id", &id, "--net", "isolated", "--", "sleep", "300",
-        ])
-        .spawn()
-        .unwrap();
+    let child = Running::spawn(lab.moat().args([
+        "run", "--id", &id, "--net", "isolated", "--", "sleep", "300",
+    ]));
     let deadline = Instant::now() + Duration::from_secs(10);
     while !lab.rules().contains("chain in-") && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
@@ -489,12 +485,8 @@ fn links_rules_and_addresses_are_gone_after_exit_and_after_sigkill_plus_gc() {
         lab.rules().contains("chain in-"),
         "control: a live sandbox has rules"
     );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    child.wait().unwrap();
+    child.signal(nix::sys::signal::Signal::SIGKILL);
+    child.wait();
     let gc = lab.moat().arg("gc").output().unwrap();
     assert!(
         gc.status.success(),
@@ -794,23 +786,22 @@ fn the_sandbox_stays_confined_when_the_host_ruleset_is_flushed() {
     let script = format!(
         "import os, time\nwhile not os.path.exists(os.path.expanduser('~/go')):\n    time.sleep(0.05)\n{PROBE}"
     );
-    let child = lab
-        .moat()
-        .args([
-            "run",
-            "--home",
-            home.to_str().unwrap(),
-            "--net",
-            "egress",
-            "--egress",
-            "0.0.0.0/0:80/tcp",
-        ])
-        .args(["--", "python3", "-c", &script])
-        .args(targets)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = Running::spawn(
+        lab.moat()
+            .args([
+                "run",
+                "--home",
+                home.to_str().unwrap(),
+                "--net",
+                "egress",
+                "--egress",
+                "0.0.0.0/0:80/tcp",
+            ])
+            .args(["--", "python3", "-c", &script])
+            .args(targets)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while !lab.rules().contains("chain in-") && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
@@ -822,7 +813,7 @@ fn the_sandbox_stays_confined_when_the_host_ruleset_is_flushed() {
         "control: the host table is gone"
     );
     std::fs::write(home.join("go"), "").unwrap();
-    let output = child.wait_with_output().unwrap();
+    let output = child.wait_with_output();
     let results = parse_probe(&String::from_utf8_lossy(&output.stdout));
     assert_eq!(
         result_of(&results, "203.0.113.10:80"),

@@ -290,3 +290,66 @@ pub fn parse_battery(stdout: &str) -> serde_json::Map<String, serde_json::Value>
         .unwrap_or_else(|| panic!("no JSON in {stdout:?}"));
     serde_json::from_str(line).expect("battery JSON")
 }
+
+/// A moat process a test started. If the test ends before waiting for it (a failed
+/// assertion), it is stopped (SIGTERM, so it cleans up; SIGKILL after 10 s) rather than
+/// left running with its sandbox.
+pub struct Running(Option<std::process::Child>);
+
+impl Running {
+    pub fn spawn(command: &mut Command) -> Running {
+        Running(Some(command.spawn().expect("moat starts")))
+    }
+
+    fn child(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().expect("not yet waited for")
+    }
+
+    pub fn pid(&self) -> nix::unistd::Pid {
+        let child = self.0.as_ref().expect("not yet waited for");
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("a pid fits in i32"))
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(self.pid(), signal).expect("signal our own child");
+    }
+
+    pub fn take_stdout(&mut self) -> std::process::ChildStdout {
+        self.child().stdout.take().expect("stdout is piped")
+    }
+
+    pub fn take_stderr(&mut self) -> std::process::ChildStderr {
+        self.child().stderr.take().expect("stderr is piped")
+    }
+
+    pub fn wait(mut self) -> std::process::ExitStatus {
+        self.0.take().unwrap().wait().unwrap()
+    }
+
+    pub fn wait_with_output(mut self) -> Output {
+        self.0.take().unwrap().wait_with_output().unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let Some(mut child) = self.0.take() else {
+            return;
+        };
+        if let Ok(pid) = i32::try_from(child.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if !matches!(child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
