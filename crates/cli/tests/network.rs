@@ -829,3 +829,71 @@ fn the_sandbox_stays_confined_when_the_host_ruleset_is_flushed() {
         );
     }
 }
+
+/// A sandbox whose directory outlived it (a mount that could not be released) keeps its
+/// record, address included, while the address goes back to the pool. `moat gc` must not
+/// take that address's interfaces and rules from the live sandbox now holding it.
+#[test]
+fn gc_leaves_the_network_of_a_live_sandbox_alone_when_a_stale_record_names_its_address() {
+    if !network_available() {
+        return;
+    }
+    let lab = Lab::new("stale");
+    let live_id = test_id("stalelive");
+    let live = Running::spawn(lab.moat().args([
+        "run", "--id", &live_id, "--net", "isolated", "--", "sleep", "60",
+    ]));
+    // Its rules come first, its link once its namespaces exist.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !lab.links().contains(": moat-") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        lab.rules().contains("chain in-"),
+        "control: the live sandbox has rules"
+    );
+    let links_before = lab.links();
+    assert!(
+        links_before.contains(": moat-"),
+        "control: and a link: {links_before}"
+    );
+
+    // The stale record: another id, a dead owner, the live sandbox's address, no id range.
+    let live_record: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("/run/moat/sandboxes/{live_id}/record.json")).unwrap(),
+    )
+    .unwrap();
+    let stale_id = test_id("stalerecord");
+    let stale_dir = format!("/run/moat/sandboxes/{stale_id}");
+    std::fs::create_dir_all(&stale_dir).unwrap();
+    let stale_record = serde_json::json!({
+        "id": stale_id,
+        "owner_pid": i32::MAX,
+        "owner_start_ticks": 1,
+        "id_slot": null,
+        "id_slot_persistent": false,
+        "address": live_record["address"],
+    });
+    std::fs::write(format!("{stale_dir}/record.json"), stale_record.to_string()).unwrap();
+
+    let gc = lab.moat().arg("gc").output().unwrap();
+    assert!(
+        gc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gc.stderr)
+    );
+    assert!(
+        !std::path::Path::new(&stale_dir).exists(),
+        "gc removed the stale sandbox: {}",
+        String::from_utf8_lossy(&gc.stdout)
+    );
+    assert!(
+        lab.rules().contains("chain in-"),
+        "the live sandbox keeps its rules: {}",
+        lab.rules()
+    );
+    assert_eq!(lab.links(), links_before, "the live sandbox keeps its link");
+    drop(live);
+    assert!(!lab.rules().contains("chain in-"), "{}", lab.rules());
+    assert_eq!(leftovers(&live_id), Vec::<String>::new());
+}

@@ -72,7 +72,18 @@ pub fn collect(paths: &StatePaths) -> GcReport {
                 count: 0,
                 persistent,
             });
-        let mut addresses: Vec<std::net::Ipv4Addr> = record_address.into_iter().collect();
+        // A stale record's address may have been leased again since (its sandbox ended
+        // but its directory was kept): then the interfaces and rules of that name are the
+        // new holder's, not this sandbox's.
+        let leased_to_another = |address: &std::net::Ipv4Addr| {
+            address_leases.iter().any(|(pool, slot, owner)| {
+                *owner != id && pool.addresses(*slot).sandbox == *address
+            })
+        };
+        let mut addresses: Vec<std::net::Ipv4Addr> = record_address
+            .into_iter()
+            .filter(|address| !leased_to_another(address))
+            .collect();
         for (pool, slot, _) in address_leases.iter().filter(|(_, _, owner)| *owner == id) {
             addresses.push(pool.addresses(*slot).sandbox);
         }
