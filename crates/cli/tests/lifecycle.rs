@@ -10,8 +10,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 
 /// Waits until sandbox `id` has started its workload (its state directory exists and the
 /// workload has written `marker`), so a signal sent now reaches it.
@@ -63,21 +62,21 @@ fn signals_to_moat_reach_the_workload_and_it_shuts_down_cleanly() {
         let id = test_id("signal");
         let script = "trap 'echo caught $SIG; exit $CODE' TERM INT HUP; touch $HOME/started; \
                       while :; do sleep 0.05; done";
-        let child = moat()
-            .args(["run", "--id", &id, "--home", home.to_str().unwrap()])
-            .args([
-                "--env",
-                &format!("SIG={signal}"),
-                "--env",
-                &format!("CODE={}", 100 + expected),
-            ])
-            .args(["--", "sh", "-c", script])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let child = Running::spawn(
+            moat()
+                .args(["run", "--id", &id, "--home", home.to_str().unwrap()])
+                .args([
+                    "--env",
+                    &format!("SIG={signal}"),
+                    "--env",
+                    &format!("CODE={}", 100 + expected),
+                ])
+                .args(["--", "sh", "-c", script])
+                .stdout(Stdio::piped()),
+        );
         wait_started(&id, &home.join("started"));
-        kill(Pid::from_raw(child.id() as i32), signal).unwrap();
-        let output = child.wait_with_output().unwrap();
+        child.signal(signal);
+        let output = child.wait_with_output();
         assert_eq!(output.status.code(), Some(100 + expected), "{signal}");
         assert_eq!(
             String::from_utf8_lossy(&output.stdout).trim(),
@@ -95,11 +94,11 @@ fn sigkill_of_moat_takes_the_sandbox_down_and_gc_removes_the_rest() {
     let scratch = Scratch::new();
     let home = scratch.join("home");
     let id = test_id("sigkill");
-    let child = moat()
-        .args(["run", "--id", &id, "--home", home.to_str().unwrap()])
-        .args(["--", "sh", "-c", "touch $HOME/started; exec sleep 300"])
-        .spawn()
-        .unwrap();
+    let child = Running::spawn(
+        moat()
+            .args(["run", "--id", &id, "--home", home.to_str().unwrap()])
+            .args(["--", "sh", "-c", "touch $HOME/started; exec sleep 300"]),
+    );
     wait_started(&id, &home.join("started"));
     let sandbox_processes = |id: &str| {
         let procs = std::fs::read_to_string(format!("/sys/fs/cgroup/pids/moat/{id}/cgroup.procs"))
@@ -111,9 +110,8 @@ fn sigkill_of_moat_takes_the_sandbox_down_and_gc_removes_the_rest() {
         sandbox_processes(&id) >= 2,
         "control: init and workload run"
     );
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
-    let mut child = child;
-    child.wait().unwrap();
+    child.signal(Signal::SIGKILL);
+    child.wait();
     // The init has a parent-death signal: the whole sandbox dies with moat.
     let deadline = Instant::now() + Duration::from_secs(10);
     while sandbox_processes(&id) > 0 && Instant::now() < deadline {
