@@ -1,8 +1,9 @@
 //! The network wall: everything on the host side of a sandbox's network namespace.
 //!
 //! For `isolated` and `egress` sandboxes: an address from a pool ([`pool`]), a veth pair
-//! whose sandbox end libcontainer moves into the sandbox ([`link`]), nftables rules in
-//! one table owned by moat ([`nft`]), and bandwidth limits ([`tc`]). Everything is keyed by
+//! whose sandbox end is created inside the sandbox's namespace ([`link`]), nftables rules
+//! in one table owned by moat plus a copy inside the sandbox ([`nft`]), and bandwidth
+//! limits ([`tc`]). Everything is keyed by
 //! the sandbox's address, so what a killed moat left can be found and removed again.
 #![forbid(unsafe_code)]
 
@@ -65,7 +66,7 @@ pub enum NetError {
 /// Interface names of a sandbox, derived from its address so `moat gc` can find them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Names {
-    /// The host end of the veth pair (and the key of its nftables chains).
+    /// The host end of the veth pair (and the key of its nftables map elements).
     pub host: String,
     /// A short key for chain names.
     pub key: String,

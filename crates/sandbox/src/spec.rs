@@ -15,7 +15,7 @@ use crate::paths::cgroup_path;
 use crate::rootfs::PreparedRoot;
 
 /// Capabilities the init keeps until moat's executor runs: CAP_NET_ADMIN to bring up
-/// loopback, CAP_SETPCAP to lock securebits and empty the bounding set. The executor
+/// loopback (and, with a network, to give `eth0` its address and route), CAP_SETPCAP to lock securebits and empty the bounding set. The executor
 /// drops both before anything of the workload runs.
 const SETUP_CAPABILITIES: &[&str] = &["CAP_SETPCAP", "CAP_NET_ADMIN"];
 
