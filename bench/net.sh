@@ -51,7 +51,7 @@ die() { echo "net.sh: $*" >&2; exit 1; }
 
 [[ $(id -u) -eq 0 ]] || die "must run as root (sudo bench/net.sh)"
 for tool in ip nsenter python3 hyperfine jq; do
-    command -v "$tool" >/dev/null || die "missing tool: $tool"
+    command -v "$tool" >/dev/null || die "missing tool: $tool (apt-get install -y hyperfine jq iproute2 util-linux python3 gcc)"
 done
 [[ -x $MOAT ]] || die "no moat binary at $MOAT (cargo build --release -p moat)"
 [[ -x $PYTHON ]] || die "no python3 at $PYTHON (it must be under /usr to be seen in the sandbox)"

@@ -54,7 +54,7 @@ die() { echo "policy.sh: $*" >&2; exit 1; }
 
 [[ $(id -u) -eq 0 ]] || die "must run as root (sudo bench/policy.sh)"
 for tool in hyperfine gcc python3; do
-    command -v "$tool" >/dev/null || die "missing tool: $tool"
+    command -v "$tool" >/dev/null || die "missing tool: $tool (apt-get install -y hyperfine jq iproute2 util-linux python3 gcc)"
 done
 [[ -x $MOAT ]] || die "no moat binary at $MOAT (cargo build --release -p moat)"
 [[ -x $LDSO ]] || die "no ELF interpreter at $LDSO"
