@@ -523,6 +523,48 @@ impl Checker<'_> {
         }
     }
 
+    fn label_expression(&self, expression: &LabelExpression, found: &mut Vec<Found>) {
+        let operator = expression.operator.as_str();
+        let problem = match operator {
+            "In" | "NotIn" if expression.values.is_empty() => {
+                Some(format!("operator {operator} needs values"))
+            }
+            "Exists" | "DoesNotExist" if !expression.values.is_empty() => {
+                Some(format!("operator {operator} takes no values"))
+            }
+            "In" | "NotIn" | "Exists" | "DoesNotExist" => None,
+            other => Some(format!(
+                "operator {other:?}: expected In, NotIn, Exists or DoesNotExist"
+            )),
+        };
+        if let Some(problem) = problem {
+            found.push(self.at(
+                &format!("operator: {operator}"),
+                Level::Error,
+                format!("matchExpressions key {:?}: {problem}", expression.key),
+            ));
+        }
+    }
+
+    fn execname(&self, execname: &str, action: Action, found: &mut Vec<Found>) {
+        if execname.is_empty() || execname.contains('/') || execname == "." || execname == ".." {
+            found.push(self.at(
+                &format!("execname: {execname}"),
+                Level::Error,
+                format!("execname {execname:?}: a file name, without '/'; name a path with path:"),
+            ));
+        } else if action != Action::Audit {
+            found.push(self.at(
+                &format!("execname: {execname}"),
+                Level::Warning,
+                format!(
+                    "execname {execname:?} is enforced as /usr/bin/{execname} only; \
+                     name other copies (e.g. /usr/local/bin/{execname}) with path:"
+                ),
+            ));
+        }
+    }
+
     fn severity(&self, labels: &Labels, found: &mut Vec<Found>) {
         if let Some(severity) = labels.severity {
             if !(1..=10).contains(&severity) {
@@ -627,6 +669,11 @@ impl Checker<'_> {
             }
             _ => {}
         }
+        for selector in [&spec.selector, &spec.node_selector].into_iter().flatten() {
+            for expression in &selector.match_expressions {
+                self.label_expression(expression, &mut found);
+            }
+        }
         self.severity(&spec.labels, &mut found);
         if spec.syscalls.is_some() {
             found.push(self.at("syscalls", Level::Warning, "syscalls rules are not enforced by moat (upstream audits them only); they are ignored".into()));
@@ -641,7 +688,9 @@ impl Checker<'_> {
                 self.severity(&rule.labels, &mut found);
                 match (&rule.path, &rule.execname) {
                     (Some(path), None) => self.path(path, false, &mut found),
-                    (None, Some(_)) if name == "process" => {}
+                    (None, Some(execname)) if name == "process" => {
+                        self.execname(execname, action, &mut found)
+                    }
                     (None, Some(execname)) => found.push(self.at(
                         execname,
                         Level::Error,
@@ -791,6 +840,59 @@ spec:
         assert_eq!(diagnostics, Vec::new());
         assert_eq!(policies.len(), 1);
         assert_eq!(policies[0].policy.metadata.name, "block-pkg-managers");
+    }
+
+    #[test]
+    fn selector_operators_are_checked() {
+        let with = |expression: &str| {
+            check(&GOOD.replace(
+                "    matchLabels:\n      component: singleuser-server\n",
+                &format!("    matchExpressions:\n      - key: team\n{expression}"),
+            ))
+        };
+        assert_eq!(
+            with("        operator: In\n        values: [a]\n"),
+            Vec::<String>::new(),
+            "control"
+        );
+        let lower_case = with("        operator: in\n        values: [a]\n");
+        assert_eq!(lower_case.len(), 1, "{lower_case:?}");
+        assert!(
+            lower_case[0].contains("operator \"in\": expected In, NotIn, Exists or DoesNotExist"),
+            "{lower_case:?}"
+        );
+        let no_values = with("        operator: NotIn\n");
+        assert!(
+            no_values[0].contains("operator NotIn needs values"),
+            "{no_values:?}"
+        );
+        let values = with("        operator: Exists\n        values: [a]\n");
+        assert!(
+            values[0].contains("operator Exists takes no values"),
+            "{values:?}"
+        );
+    }
+
+    #[test]
+    fn execname_must_be_a_file_name_and_says_what_it_covers() {
+        let with = |execname: &str| {
+            check(&GOOD.replace(
+                "      - path: /usr/bin/apt\n",
+                &format!("      - execname: {execname}\n"),
+            ))
+        };
+        let escaping = with("../../bin/sh");
+        assert_eq!(escaping.len(), 1, "{escaping:?}");
+        assert!(
+            escaping[0].contains(": error: execname \"../../bin/sh\": a file name"),
+            "{escaping:?}"
+        );
+        let plain = with("curl");
+        assert_eq!(plain.len(), 1, "{plain:?}");
+        assert!(
+            plain[0].contains(": warning: execname \"curl\" is enforced as /usr/bin/curl only"),
+            "{plain:?}"
+        );
     }
 
     #[test]
