@@ -194,6 +194,20 @@ impl Profile {
         ] {
             crate::units::parse_size(text).map_err(|err| invalid(format!("{key}: {err}")))?;
         }
+        // A profile's CPUs are capped at the host's when compiled; below that they must
+        // mean something.
+        if !(self.limits.cpus.is_finite() && self.limits.cpus >= 0.01) {
+            return Err(invalid(format!(
+                "limits.cpus: {} is not a number of CPUs (0.01 or more)",
+                self.limits.cpus
+            )));
+        }
+        if !(8..=4_194_304).contains(&self.limits.pids) {
+            return Err(invalid(format!(
+                "limits.pids: {} is outside 8..=4194304",
+                self.limits.pids
+            )));
+        }
         if !(1..=10000).contains(&self.limits.io_weight) {
             return Err(invalid(format!(
                 "limits.io_weight: {} is outside 1..=10000",
@@ -266,9 +280,21 @@ mod tests {
         bad.limits.memory = "lots".into();
         let err = Profile::parse(&toml::to_string(&bad).unwrap(), "p.toml").unwrap_err();
         assert!(err.to_string().contains("limits.memory"), "{err}");
-        let mut bad = builtin;
+        let mut bad = builtin.clone();
         bad.landlock.min_abi = 0;
         let err = Profile::parse(&toml::to_string(&bad).unwrap(), "p.toml").unwrap_err();
         assert!(err.to_string().contains("landlock.min_abi"), "{err}");
+        for cpus in [f64::NAN, -3.0, 0.0] {
+            let mut bad = builtin.clone();
+            bad.limits.cpus = cpus;
+            let err = Profile::parse(&toml::to_string(&bad).unwrap(), "p.toml").unwrap_err();
+            assert!(err.to_string().contains("limits.cpus"), "{cpus}: {err}");
+        }
+        let mut bad = builtin.clone();
+        bad.limits.pids = 2;
+        let err = Profile::parse(&toml::to_string(&bad).unwrap(), "p.toml").unwrap_err();
+        assert!(err.to_string().contains("limits.pids: 2"), "{err}");
+        // Control: the builtin values themselves pass.
+        assert!(Profile::parse(&toml::to_string(&builtin).unwrap(), "p.toml").is_ok());
     }
 }
