@@ -155,7 +155,7 @@ fn explain(args: &ExplainArgs) -> i32 {
             ));
         }
     };
-    describe("process", &plan.process, "Landlock removes execute (reading stays); writable places lose execute, so copies cannot run", "Landlock grants execute here only (plus the ELF interpreter)", &mut out);
+    describe("process", &plan.process, "Landlock removes execute and read (so the loader cannot run it either); writable places lose execute, so copies cannot run", "Landlock grants execute here only (plus the ELF interpreter)", &mut out);
     describe(
         "file",
         &plan.file,

@@ -77,7 +77,8 @@ pub struct RunArgs {
     #[arg(long = "policy", value_name = "FILE")]
     policies: Vec<PathBuf>,
     /// Append alerts (one JSON object per line, KubeArmor's field names) to FILE: every
-    /// access the sandbox's walls deny. Turns kernel auditing on if it is off.
+    /// file or exec access Landlock denies (not yet network or seccomp denials). Turns
+    /// kernel auditing on if it is off.
     #[arg(long, value_name = "FILE")]
     alerts: Option<PathBuf>,
     /// A label of the sandbox, for policy selectors (repeatable).

@@ -4,10 +4,10 @@
 //!
 //! Accepted: `KubeArmorPolicy`, `KubeArmorClusterPolicy`, `KubeArmorHostPolicy`, with
 //! `process`, `file`, `network` (matchProtocols) and `capabilities` sections, matchPaths
-//! and matchDirectories (recursive, readOnly, ownerOnly), Allow/Audit/Block, severity,
-//! tags and message at spec, section and rule level. Unlike upstream there is no
-//! 200-character path limit and no limit on the number of rules. Rules moat cannot enforce
-//! (`fromSource`, `matchPatterns`) are errors for Allow and Block and warnings for Audit.
+//! and matchDirectories (recursive, readOnly), Allow/Audit/Block, severity, tags and message
+//! at spec, section and rule level. Unlike upstream there is no 200-character path limit
+//! and no limit on the number of rules. Rules moat cannot enforce (`fromSource`,
+//! `matchPatterns`, `ownerOnly`) are errors for Allow and Block and warnings for Audit.
 
 use std::collections::BTreeMap;
 use std::fmt;

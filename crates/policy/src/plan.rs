@@ -226,7 +226,7 @@ pub enum Keep {
     Nothing,
     /// Reading (file Block with readOnly).
     Read,
-    /// Everything but execution (process Block).
+    /// Everything but execution (writable places, when the profile keeps them noexec).
     AllButExec,
 }
 
