@@ -114,7 +114,12 @@ fn read(
                     // A nonce nobody in a sandbox can guess, matched only in a user record
                     // from moat's own process: a sandbox cannot end the drain early.
                     let text = format!("moat-alert-reader-drained-{}", nonce());
-                    if audit::write_marker(&text).is_err() {
+                    if let Err(err) = audit::write_marker(&text) {
+                        // Without the marker the end of the stream cannot be told apart
+                        // from a lull: records still in flight may be missed.
+                        report.error = Some(format!(
+                            "cannot mark the end of the audit stream, so the last alerts may be missing: {err}"
+                        ));
                         break;
                     }
                     marker = Some((
