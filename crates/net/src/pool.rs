@@ -100,11 +100,19 @@ impl Pool {
                 .open(&path)
             {
                 Ok(mut file) => {
-                    file.write_all(format!("sandbox {sandbox_id}\n").as_bytes())
-                        .map_err(self.io())?;
                     let lease = self.addresses(slot);
-                    if self.claim_address(lease.sandbox)? {
-                        return Ok(lease);
+                    let claimed = file
+                        .write_all(format!("sandbox {sandbox_id}\n").as_bytes())
+                        .map_err(self.io())
+                        .and_then(|()| self.claim_address(lease.sandbox));
+                    match claimed {
+                        Ok(true) => return Ok(lease),
+                        Ok(false) => {}
+                        Err(err) => {
+                            // An ownerless slot file would be lost to the pool for good.
+                            let _ = fs::remove_file(&path);
+                            return Err(err);
+                        }
                     }
                     // A pool overlapping this one holds the address: skip the slot.
                     let _ = fs::remove_file(&path);

@@ -161,7 +161,11 @@ impl IdAllocator {
                 .open(&path)
             {
                 Ok(mut file) => {
-                    file.write_all(owner.as_bytes()).map_err(self.io())?;
+                    if let Err(err) = file.write_all(owner.as_bytes()) {
+                        // An ownerless slot file would be lost to the allocator for good.
+                        let _ = fs::remove_file(&path);
+                        return Err(self.io()(err));
+                    }
                     return Ok(slot);
                 }
                 Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
