@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod link;
+pub mod netns;
 pub mod nft;
 pub mod pool;
 pub mod tc;
@@ -96,28 +97,27 @@ pub struct Inside {
     pub gateway: Ipv4Addr,
 }
 
-/// First step, before the sandbox exists: the host's rules for the leased address (they
-/// match interface names, so they can precede the interface). Returns what the sandbox's
-/// init configures inside. On error, removes what it made.
-pub fn prepare(plan: &NetworkPlan, lease: &AddressLease) -> Result<Inside, NetError> {
+/// First step, before the sandbox exists: what the sandbox's init configures inside.
+/// Nothing is created yet.
+pub fn prepare(plan: &NetworkPlan, lease: &AddressLease) -> Inside {
     debug_assert!(plan.mode != NetMode::None);
-    let names = Names::for_address(lease.sandbox);
-    if let Err(err) = nft::install(plan, lease, &names) {
-        teardown(lease.sandbox);
-        return Err(err);
-    }
-    Ok(Inside {
+    Inside {
         interface: "eth0",
         address: lease.sandbox,
         prefix: lease.prefix,
         gateway: lease.host,
-    })
+    }
 }
 
 /// Second step, once the sandbox's init exists (pid `sandbox_init`) and before the
-/// workload starts: the veth pair with its inside end created in the sandbox's network
-/// namespace, the sandbox's own copy of its rules (see [`nft::install_inside`]), and the
-/// bandwidth limit on both ends. The caller tears down on error.
+/// workload starts: the host's rules for the leased address, the veth pair with its
+/// inside end created in the sandbox's network namespace, the sandbox's own copy of its
+/// rules (see [`nft::install_inside`]), and the bandwidth limit on both ends. The caller
+/// tears down on error.
+///
+/// The three set-up steps touch different objects and nothing can use the network
+/// before the workload starts, so they run side by side: the network's share of the
+/// start-up is that of the slowest step, not their sum.
 pub fn attach(
     plan: &NetworkPlan,
     lease: &AddressLease,
@@ -126,16 +126,35 @@ pub fn attach(
 ) -> Result<(), NetError> {
     let names = Names::for_address(lease.sandbox);
     let netns = format!("/proc/{sandbox_init}/ns/net");
-    link::create_veth(&names, lease, sandbox_init, inside.interface)?;
-    nft::install_inside(plan, &netns)?;
+    netns::ensure_foreign(&netns)?;
+    std::thread::scope(|scope| {
+        let host_rules = scope.spawn(|| nft::install(plan, lease, &names));
+        let inside_rules = scope.spawn(|| nft::install_inside(plan, &netns));
+        let veth = link::create_veth(&names, lease, sandbox_init, inside.interface);
+        let joined = |result: std::thread::Result<Result<(), NetError>>| {
+            result.unwrap_or_else(|_| Err(NetError::Nft("the nft worker panicked".into())))
+        };
+        let (host_rules, inside_rules) = (joined(host_rules.join()), joined(inside_rules.join()));
+        veth.and(host_rules).and(inside_rules)
+    })?;
     if let Some(rate) = plan.bandwidth_bits_per_second {
-        tc::limit(None, &names.host, rate)?;
-        tc::limit(Some(&netns), inside.interface, rate)?;
+        std::thread::scope(|scope| {
+            let outward = scope.spawn(|| tc::limit(Some(&netns), inside.interface, rate));
+            let inward = tc::limit(None, &names.host, rate);
+            let outward = outward
+                .join()
+                .unwrap_or_else(|_| Err(NetError::Tc("the tc worker panicked".into())));
+            inward.and(outward)
+        })?;
     }
     Ok(())
 }
 
 /// Removes the host side of the sandbox at `address`; returns what could not be removed.
+///
+/// Removing rules is the slow part of a sandbox's exit: the kernel frees them after an
+/// RCU grace period, and `nft` waits for it when it closes its netlink socket (about
+/// 10 ms here). The caller can run this beside its own clean-up.
 pub fn teardown(address: Ipv4Addr) -> Vec<String> {
     let names = Names::for_address(address);
     let mut warnings = Vec::new();

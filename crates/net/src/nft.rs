@@ -367,9 +367,8 @@ fn egress_accepts(entry: &moat_policy::EgressRule) -> Vec<Vec<Value>> {
 /// Installs the sandbox's own copy of its rules in its network namespace (`netns`:
 /// `/proc/PID/ns/net` of its init), before the workload starts.
 pub fn install_inside(plan: &NetworkPlan, netns: &str) -> Result<(), NetError> {
-    let net = format!("--net={netns}");
     nft_in(
-        Some(&net),
+        Some(netns),
         &["-j", "-f", "-"],
         Some(&json!({"nftables": inside_commands(plan)})),
     )
@@ -385,35 +384,30 @@ fn nft_in(
     arguments: &[&str],
     input: Option<&Value>,
 ) -> Result<String, NetError> {
-    let mut command = match netns {
-        Some(net) => {
-            let mut command = Command::new("nsenter");
-            command.arg(net).arg("--").arg("nft");
-            command
-        }
-        None => Command::new("nft"),
-    };
-    command
-        .args(arguments)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    command.stdin(if input.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    });
     let tool_err = |source| NetError::Tool {
         tool: "nft",
         hint: "apt-get install nftables",
         source,
     };
-    let mut child = command.spawn().map_err(tool_err)?;
-    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
-        stdin
-            .write_all(input.to_string().as_bytes())
-            .map_err(tool_err)?;
-    }
-    let output = child.wait_with_output().map_err(tool_err)?;
+    let output = crate::netns::run_in(netns, || {
+        let mut command = Command::new("nft");
+        command
+            .args(arguments)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            });
+        let mut child = command.spawn().map_err(tool_err)?;
+        if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+            stdin
+                .write_all(input.to_string().as_bytes())
+                .map_err(tool_err)?;
+        }
+        child.wait_with_output().map_err(tool_err)
+    })?;
     if !output.status.success() {
         return Err(NetError::Nft(
             String::from_utf8_lossy(&output.stderr).trim().to_string(),

@@ -9,22 +9,16 @@ use std::process::Command;
 use crate::NetError;
 
 fn tc(netns: Option<&str>, arguments: &[String]) -> Result<(), NetError> {
-    let mut command = match netns {
-        Some(path) => {
-            let mut command = Command::new("nsenter");
-            command.arg(format!("--net={path}")).arg("--").arg("tc");
-            command
-        }
-        None => Command::new("tc"),
-    };
-    let output = command
-        .args(arguments)
-        .output()
-        .map_err(|source| NetError::Tool {
-            tool: "tc",
-            hint: "apt-get install iproute2 util-linux",
-            source,
-        })?;
+    let output = crate::netns::run_in(netns, || {
+        Command::new("tc")
+            .args(arguments)
+            .output()
+            .map_err(|source| NetError::Tool {
+                tool: "tc",
+                hint: "apt-get install iproute2",
+                source,
+            })
+    })?;
     if output.status.success() {
         Ok(())
     } else {

@@ -257,13 +257,6 @@ fn network_check() -> Check {
     if !tool("tc") {
         missing.push("tc (apt-get install iproute2)");
     }
-    if !std::process::Command::new("nsenter")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        missing.push("nsenter (apt-get install util-linux)");
-    }
     if !Path::new("/proc/sys/net/ipv4/ip_forward").exists() {
         missing.push("IPv4 forwarding (for egress)");
     }

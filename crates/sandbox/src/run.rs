@@ -392,7 +392,7 @@ impl Sandbox {
                 }
             })?;
         }
-        let inside = moat_net::prepare(&plan.network, &lease)?;
+        let inside = moat_net::prepare(&plan.network, &lease);
         if announce {
             eprintln!(
                 "moat: sandbox {} has address {} (the host is {})",
@@ -402,21 +402,35 @@ impl Sandbox {
         Ok(Some(inside))
     }
 
-    /// Removes everything of the sandbox; returns what could not be removed.
+    /// Removes everything of the sandbox; returns what could not be removed. The
+    /// network's rules go on a thread beside the rest, since the kernel makes their
+    /// removal wait for an RCU grace period; the address returns to the pool last.
     fn destroy(&mut self) -> Vec<String> {
-        let mut warnings = Vec::new();
-        if let Some(mut container) = self.container.take() {
-            if let Err(err) = container.delete(true) {
-                warnings.push(format!("container state: {}", error_chain(&err)));
+        let network = self.address.take();
+        let mut warnings = std::thread::scope(|scope| {
+            let network_teardown = network
+                .as_ref()
+                .map(|(_, lease)| scope.spawn(|| moat_net::teardown(lease.sandbox)));
+            let mut warnings = Vec::new();
+            if let Some(mut container) = self.container.take() {
+                if let Err(err) = container.delete(true) {
+                    warnings.push(format!("container state: {}", error_chain(&err)));
+                }
             }
-        }
-        warnings.extend(gc::remove_sandbox(
-            &self.paths,
-            &self.id,
-            Some(self.lease.clone()),
-        ));
-        if let Some((pool, lease)) = self.address.take() {
-            warnings.extend(moat_net::teardown(lease.sandbox));
+            warnings.extend(gc::remove_sandbox(
+                &self.paths,
+                &self.id,
+                Some(self.lease.clone()),
+            ));
+            if let Some(handle) = network_teardown {
+                match handle.join() {
+                    Ok(network_warnings) => warnings.extend(network_warnings),
+                    Err(_) => warnings.push("network teardown panicked".into()),
+                }
+            }
+            warnings
+        });
+        if let Some((pool, lease)) = network {
             if let Err(err) = pool.release(lease.slot) {
                 warnings.push(error_chain(&err));
             }
