@@ -7,6 +7,9 @@
 # Everything happens inside throwaway network namespaces created here, so no packet
 # leaves the machine:
 #
+#   plain netns  (moat-bench-netplain-PID)  the unfiltered veth path: routed like a
+#       | veth 198.51.100.2/30                sandbox, but no moat rules and no NAT
+#       | veth 198.51.100.1/30
 #   outer netns  (moat-bench-net-PID)   moat runs here; its sandboxes' veths, nftables
 #       | veth 203.0.113.1/24            table `inet moat` and masquerade live here
 #       | veth 203.0.113.10/24
@@ -18,7 +21,7 @@
 # Environment (all optional):
 #   MOAT=/path/to/moat        moat binary (default: target/release/moat, else target/debug/moat)
 #   PYTHON=/usr/bin/python3   python3 visible inside the sandbox (the host's /usr is shown)
-#   STARTUP_RUNS=20           hyperfine runs per start-up case (after 3 warm-up runs)
+#   STARTUP_RUNS=40           runs per start-up case (bench/startup_latency.py)
 #   REPS=5                    repetitions of each throughput measurement (median reported)
 #   XFER_MIB=1024             bytes per throughput transfer, in MiB
 #   CONN_N=1000               sequential connect+close per connection measurement
@@ -27,7 +30,7 @@ set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$BENCH_DIR")
-STARTUP_RUNS=${STARTUP_RUNS:-20}
+STARTUP_RUNS=${STARTUP_RUNS:-40}
 REPS=${REPS:-5}
 XFER_MIB=${XFER_MIB:-1024}
 CONN_N=${CONN_N:-1000}
@@ -40,8 +43,11 @@ fi
 
 OUTER=moat-bench-net-$$
 TESTHOST=moat-bench-nethost-$$
+PLAIN=moat-bench-netplain-$$
 OUTER_IP=203.0.113.1
 HOST_IP=203.0.113.10
+PLAIN_GW=198.51.100.1
+PLAIN_IP=198.51.100.2
 PORT_SINK=9000 # receiver: counts bytes, answers with the count
 PORT_SRC=9001  # source: sends the number of bytes asked for
 PORT_ACC=9002  # listener: accepts and closes
@@ -50,8 +56,8 @@ XFER_BYTES=$((XFER_MIB * 1024 * 1024))
 die() { echo "net.sh: $*" >&2; exit 1; }
 
 [[ $(id -u) -eq 0 ]] || die "must run as root (sudo bench/net.sh)"
-for tool in ip nsenter python3 hyperfine jq; do
-    command -v "$tool" >/dev/null || die "missing tool: $tool (apt-get install -y hyperfine jq iproute2 util-linux python3 gcc)"
+for tool in ip nsenter python3 jq; do
+    command -v "$tool" >/dev/null || die "missing tool: $tool (apt-get install -y jq iproute2 util-linux python3 gcc)"
 done
 [[ -x $MOAT ]] || die "no moat binary at $MOAT (cargo build --release -p moat)"
 [[ -x $PYTHON ]] || die "no python3 at $PYTHON (it must be under /usr to be seen in the sandbox)"
@@ -81,6 +87,7 @@ trap 'exit 130' INT TERM
 
 in_outer() { nsenter --net="/run/netns/$OUTER" -- "$@"; }
 in_host() { nsenter --net="/run/netns/$TESTHOST" -- "$@"; }
+in_plain() { nsenter --net="/run/netns/$PLAIN" -- "$@"; }
 
 # ---------------------------------------------------------------------------------------
 # The traffic tool. Passed to python with -c so that it also works inside the sandbox.
@@ -209,6 +216,20 @@ in_host ip link set lo up
 in_host ip addr add "$HOST_IP/24" dev bnet-h
 in_host ip link set bnet-h up
 
+# The unfiltered veth path: a plain namespace routed through the outer one exactly as a
+# sandbox is (veth, forwarding), with no rules of moat's for it and no NAT.
+ip netns add "$PLAIN"
+NETNS_MADE+=("$PLAIN")
+ip link add bnet-p netns "$OUTER" type veth peer name eth0 netns "$PLAIN"
+in_outer ip addr add "$PLAIN_GW/30" dev bnet-p
+in_outer ip link set bnet-p up
+in_outer sysctl -qw net.ipv4.ip_forward=1
+in_plain ip link set lo up
+in_plain ip addr add "$PLAIN_IP/30" dev eth0
+in_plain ip link set eth0 up
+in_plain ip route add default via "$PLAIN_GW"
+in_host ip route add "$PLAIN_IP/32" via "$OUTER_IP"
+
 # nsenter directly (not via in_host), so that $! is the python process itself.
 nsenter --net="/run/netns/$TESTHOST" -- "$PYTHON" -c "$NETPY" serve "$WORK/ready" "$PORT_SINK" "$PORT_SRC" "$PORT_ACC" \
     >"$WORK/server.log" 2>&1 &
@@ -221,6 +242,7 @@ done
 
 EGRESS="$HOST_IP/32:$PORT_SINK-$PORT_ACC/tcp"
 host_py() { in_outer "$PYTHON" -c "$NETPY" "$@"; }
+plain_py() { in_plain "$PYTHON" -c "$NETPY" "$@"; }
 moat_py() { # moat_py [MOAT_OPTION...] -- ARG...
     local opts=()
     while [[ $1 != -- ]]; do opts+=("$1"); shift; done
@@ -235,13 +257,14 @@ echo "kernel: $(uname -r), $(nproc) CPUs" >&2
 # ---------------------------------------------------------------------------------------
 # 1. Start-up cost of the network
 # ---------------------------------------------------------------------------------------
-echo "== start-up: --net none vs --net isolated ($STARTUP_RUNS runs)" >&2
-in_outer hyperfine -N --runs "$STARTUP_RUNS" --warmup 3 --style basic \
-    --export-json "$WORK/startup.json" \
-    -n none "$MOAT run --net none -- /bin/true" \
-    -n isolated "$MOAT run --net isolated -- /bin/true" >&2
-START_NONE=$(jq '.results[] | select(.command=="none") | .median * 1000' "$WORK/startup.json")
-START_ISO=$(jq '.results[] | select(.command=="isolated") | .median * 1000' "$WORK/startup.json")
+echo "== start-up: --net none vs --net isolated ($STARTUP_RUNS runs each)" >&2
+in_outer "$PYTHON" "$BENCH_DIR/startup_latency.py" "$MOAT" "$STARTUP_RUNS" none isolated \
+    >"$WORK/startup.jsonl"
+startup() { jq -r --arg mode "$1" "select(.mode == \$mode) | .$2" "$WORK/startup.jsonl"; }
+START_NONE=$(startup none to_workload_ms)
+START_ISO=$(startup isolated to_workload_ms)
+WHOLE_NONE=$(startup none whole_ms)
+WHOLE_ISO=$(startup isolated whole_ms)
 
 # ---------------------------------------------------------------------------------------
 # 2. Throughput (interleaved host / moat, REPS each)
@@ -253,9 +276,11 @@ record() { # record CASE < json line
 echo "== throughput: $XFER_MIB MiB per transfer, $REPS reps" >&2
 for i in $(seq "$REPS"); do
     host_py send "$HOST_IP" "$PORT_SINK" "$XFER_BYTES" | record host-send
+    plain_py send "$HOST_IP" "$PORT_SINK" "$XFER_BYTES" | record plain-send
     moat_py -- send "$HOST_IP" "$PORT_SINK" "$XFER_BYTES" | record moat-send
     moat_py --cpus "$(nproc)" -- send "$HOST_IP" "$PORT_SINK" "$XFER_BYTES" | record moatnocap-send
     host_py fetch "$HOST_IP" "$PORT_SRC" "$XFER_BYTES" | record host-fetch
+    plain_py fetch "$HOST_IP" "$PORT_SRC" "$XFER_BYTES" | record plain-fetch
     moat_py -- fetch "$HOST_IP" "$PORT_SRC" "$XFER_BYTES" | record moat-fetch
     moat_py --cpus "$(nproc)" -- fetch "$HOST_IP" "$PORT_SRC" "$XFER_BYTES" | record moatnocap-fetch
     echo "   rep $i/$REPS done" >&2
@@ -267,17 +292,18 @@ done
 echo "== connect+close: $CONN_N per run, $CONN_REPS reps" >&2
 for i in $(seq "$CONN_REPS"); do
     host_py connect "$HOST_IP" "$PORT_ACC" "$CONN_N" | record host-connect
+    plain_py connect "$HOST_IP" "$PORT_ACC" "$CONN_N" | record plain-connect
     moat_py -- connect "$HOST_IP" "$PORT_ACC" "$CONN_N" | record moat-connect
 done
 
 # ---------------------------------------------------------------------------------------
 # Table
 # ---------------------------------------------------------------------------------------
-"$PYTHON" - "$WORK/results.jsonl" "$START_NONE" "$START_ISO" "$STARTUP_RUNS" "$REPS" \
-    "$XFER_MIB" "$CONN_N" "$CONN_REPS" <<'EOF'
+"$PYTHON" - "$WORK/results.jsonl" "$START_NONE" "$START_ISO" "$WHOLE_NONE" "$WHOLE_ISO" \
+    "$STARTUP_RUNS" "$REPS" "$XFER_MIB" "$CONN_N" "$CONN_REPS" <<'EOF'
 import json, os, statistics, sys
-path, s_none, s_iso, sruns, reps, mib, conn_n, conn_reps = sys.argv[1:]
-s_none, s_iso = float(s_none), float(s_iso)
+path, s_none, s_iso, w_none, w_iso, sruns, reps, mib, conn_n, conn_reps = sys.argv[1:]
+s_none, s_iso, w_none, w_iso = float(s_none), float(s_iso), float(w_none), float(w_iso)
 rows = [json.loads(l) for l in open(path) if l.strip()]
 def vals(case, key):
     return [r[key] for r in rows if r["case"] == case]
@@ -289,25 +315,33 @@ def rng(case, key, fmt):
 def ok(b):
     return "met" if b else "**not met**"
 
-print("| Measurement | Unfiltered veth, host process (range) | moat sandbox (range) | moat vs veth | Target |")
-print("|---|---|---|---|---|")
 d = s_iso - s_none
-print(f"| Start-up, `/bin/true` (median of {sruns}) | `--net none`: {s_none:.1f} ms "
-      f"| `--net isolated`: {s_iso:.1f} ms | +{d:.1f} ms | < 15 ms: {ok(d < 15)} |")
+print("| Start-up | `--net none` | `--net isolated` | network's share | Target |")
+print("|---|---|---|---|---|")
+print(f"| Launch to the workload's first instruction (median of {sruns}) "
+      f"| {s_none:.1f} ms | {s_iso:.1f} ms | {d:+.1f} ms | < 15 ms: {ok(d < 15)} |")
+print(f"| Whole run of `/bin/date`, clean-up included (median of {sruns}) "
+      f"| {w_none:.1f} ms | {w_iso:.1f} ms | {w_iso - w_none:+.1f} ms | — |")
+print()
+print("| Traffic (median, range in brackets) | Host process, outer namespace "
+      "| Unfiltered veth path | moat sandbox | moat vs unfiltered | Target |")
+print("|---|---|---|---|---|---|")
 ncpu = os.cpu_count()
+def rate(case):
+    return (f"{med(case, 'MBps'):.0f} MB/s = {med(case, 'Gbps'):.1f} Gbit/s "
+            f"({rng(case, 'MBps', '{:.0f}')})")
 for case, label in (("send", "upload, sandbox → test host"),
                     ("fetch", "download, test host → sandbox")):
-    h, hg = med("host-" + case, "MBps"), med("host-" + case, "Gbps")
+    p = med("plain-" + case, "MBps")
     for variant, vlabel in (("moat", "profile's 1-CPU cap"), ("moatnocap", f"`--cpus {ncpu}`")):
-        m, mg = med(f"{variant}-{case}", "MBps"), med(f"{variant}-{case}", "Gbps")
-        r = m / h
-        print(f"| TCP {label}, {mib} MiB, median of {reps} ({vlabel}) "
-              f"| {h:.0f} MB/s = {hg:.1f} Gbit/s ({rng('host-' + case, 'MBps', '{:.0f}')}) "
-              f"| {m:.0f} MB/s = {mg:.1f} Gbit/s ({rng(variant + '-' + case, 'MBps', '{:.0f}')}) "
+        r = med(f"{variant}-{case}", "MBps") / p
+        print(f"| TCP {label}, {mib} MiB × {reps} ({vlabel}) | {rate('host-' + case)} "
+              f"| {rate('plain-' + case)} | {rate(variant + '-' + case)} "
               f"| {r * 100:.0f} % | ≥ 90 %: {ok(r >= 0.9)} |")
-h, m = med("host-connect", "us_per_conn"), med("moat-connect", "us_per_conn")
-print(f"| TCP connect+close, {conn_n} sequential (median of {conn_reps}) "
-      f"| {h:.0f} µs/conn (range {rng('host-connect', 'us_per_conn', '{:.0f}')}) "
-      f"| {m:.0f} µs/conn (range {rng('moat-connect', 'us_per_conn', '{:.0f}')}) "
-      f"| {m / h:.2f}× ({m - h:+.0f} µs) | — |")
+def conn(case):
+    return (f"{med(case, 'us_per_conn'):.0f} µs "
+            f"({rng(case, 'us_per_conn', '{:.0f}')})")
+p, m = med("plain-connect", "us_per_conn"), med("moat-connect", "us_per_conn")
+print(f"| TCP connect+close, {conn_n} sequential × {conn_reps} | {conn('host-connect')} "
+      f"| {conn('plain-connect')} | {conn('moat-connect')} | {m / p:.2f}× ({m - p:+.0f} µs) | — |")
 EOF
