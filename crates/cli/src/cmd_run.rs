@@ -39,6 +39,11 @@ pub struct RunArgs {
     /// environment is passed except TERM.
     #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
     env: Vec<String>,
+    /// Read environment variables for inside from FILE: KEY=VALUE lines, `#` comments
+    /// and blank lines skipped. Unlike --env, the values do not appear in moat's command
+    /// line (which every local user can read), so pass secrets this way.
+    #[arg(long, value_name = "FILE")]
+    env_file: Option<PathBuf>,
     /// Memory limit, swap included (e.g. 512M, 2G).
     #[arg(long, value_name = "SIZE")]
     memory: Option<String>,
@@ -87,6 +92,11 @@ pub struct RunArgs {
     /// Sandbox id (1 to 64 of a-z, 0-9); random when not given.
     #[arg(long, value_name = "ID")]
     id: Option<String>,
+    /// Keep FILE up to date with the run's state as JSON (for supervisors such as
+    /// `moat daemon`): `running` with the sandbox's address once the workload has
+    /// started, then `exited` with its status, or `failed` with moat's error.
+    #[arg(long, value_name = "FILE")]
+    status_file: Option<PathBuf>,
     /// Print the compiled plan as JSON and start nothing.
     #[arg(long)]
     dry_run: bool,
@@ -107,18 +117,45 @@ fn random_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Parses an --env-file: KEY=VALUE lines; blank lines and `#` comments are skipped. The
+/// error names the line, never its value (it may be a secret).
+fn read_env_file(path: &std::path::Path) -> Result<Vec<(String, String)>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| format!("--env-file {}: cannot read: {err}", path.display()))?;
+    let mut env = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        match line.split_once('=') {
+            Some((key, value)) if !key.trim().is_empty() => {
+                env.push((key.trim().to_string(), value.to_string()));
+            }
+            _ => {
+                return Err(format!(
+                    "--env-file {} line {}: expected KEY=VALUE",
+                    path.display(),
+                    number + 1
+                ))
+            }
+        }
+    }
+    Ok(env)
+}
+
 impl RunArgs {
     fn request(&self) -> Result<RunRequest, String> {
-        let env = self
-            .env
-            .iter()
-            .map(|entry| {
-                entry
-                    .split_once('=')
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .ok_or_else(|| format!("--env {entry:?}: expected KEY=VALUE"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut env = match &self.env_file {
+            Some(path) => read_env_file(path)?,
+            None => Vec::new(),
+        };
+        for entry in &self.env {
+            let pair = entry
+                .split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| format!("--env {entry:?}: expected KEY=VALUE"))?;
+            env.push(pair);
+        }
         let labels = self
             .labels
             .iter()
@@ -143,7 +180,7 @@ impl RunArgs {
             labels,
             policies,
             policy_findings,
-            id: self.id.clone().unwrap_or_else(random_id),
+            id: String::new(),
             argv: self.command.clone(),
             rootfs: self.rootfs.clone(),
             home: self.home.clone(),
@@ -169,19 +206,82 @@ impl RunArgs {
     }
 }
 
+/// How a run ended, for the exit status and the status file.
+struct Outcome {
+    status: i32,
+    error: Option<String>,
+    oom_kills: u64,
+}
+
+impl Outcome {
+    /// A set-up failure: printed, and kept for the status file.
+    fn failed(what: &str, message: &str) -> Outcome {
+        let status = setup_failed(what, message);
+        let error = if what.is_empty() {
+            message.to_string()
+        } else {
+            format!("{what}: {message}")
+        };
+        Outcome {
+            status,
+            error: Some(error),
+            oom_kills: 0,
+        }
+    }
+
+    fn exited(status: i32, oom_kills: u64) -> Outcome {
+        Outcome {
+            status,
+            error: None,
+            oom_kills,
+        }
+    }
+}
+
 /// Runs `moat run`; returns moat's exit status.
 pub fn run(args: RunArgs) -> i32 {
-    let request = match args.request() {
+    let id = args.id.clone().unwrap_or_else(random_id);
+    let outcome = run_sandbox(&args, &id);
+    if let (Some(path), false) = (&args.status_file, args.dry_run) {
+        let previous = moat_sandbox::status::RunStatus::read(path);
+        let status = moat_sandbox::status::RunStatus {
+            state: if outcome.error.is_some() {
+                moat_sandbox::status::RunState::Failed
+            } else {
+                moat_sandbox::status::RunState::Exited
+            },
+            id,
+            pid: std::process::id(),
+            init_pid: None,
+            address: previous.as_ref().and_then(|p| p.address),
+            host_address: previous.as_ref().and_then(|p| p.host_address),
+            exit_code: Some(outcome.status),
+            oom_kills: outcome.oom_kills,
+            error: outcome.error.clone(),
+        };
+        if let Err(err) = status.write(path) {
+            eprintln!(
+                "moat: warning: cannot write the status file {}: {err}",
+                path.display()
+            );
+        }
+    }
+    outcome.status
+}
+
+fn run_sandbox(args: &RunArgs, id: &str) -> Outcome {
+    let mut request = match args.request() {
         Ok(request) => request,
-        Err(message) => return setup_failed("", &message),
+        Err(message) => return Outcome::failed("", &message),
     };
+    request.id = id.to_string();
     let (profile, source) = match Profile::load(&args.profile) {
         Ok(loaded) => loaded,
-        Err(err) => return setup_failed("profile", &chain(&err)),
+        Err(err) => return Outcome::failed("profile", &chain(&err)),
     };
     let plan = match compile(&profile, &source, &request, &moat_sandbox::host_facts()) {
         Ok(plan) => plan,
-        Err(err) => return setup_failed("", &chain(&err)),
+        Err(err) => return Outcome::failed("", &chain(&err)),
     };
     for unmatched in &plan.policy.unmatched {
         eprintln!("moat: warning: policy {unmatched}");
@@ -194,17 +294,18 @@ pub fn run(args: RunArgs) -> i32 {
     }
     if args.dry_run {
         if let Err(err) = rootfs::preflight(&plan) {
-            return setup_failed("filesystem", &chain(&err));
+            return Outcome::failed("filesystem", &chain(&err));
         }
         match serde_json::to_string_pretty(&plan) {
             Ok(json) => crate::exit::print_stdout(&json),
-            Err(err) => return setup_failed("plan", &err.to_string()),
+            Err(err) => return Outcome::failed("plan", &err.to_string()),
         }
-        return 0;
+        return Outcome::exited(0, 0);
     }
     let options = RunOptions {
         announce_address: true,
         alerts: args.alerts.clone(),
+        status_file: args.status_file.clone(),
         ..RunOptions::default()
     };
     match moat_sandbox::run(&plan, &options) {
@@ -231,17 +332,17 @@ pub fn run(args: RunArgs) -> i32 {
                     if report.oom_kills == 1 { "" } else { "es" }
                 );
             }
-            report.status
+            Outcome::exited(report.status, report.oom_kills)
         }
         Err(err) => report_error(&err),
     }
 }
 
-fn report_error(err: &SandboxError) -> i32 {
+fn report_error(err: &SandboxError) -> Outcome {
     match err {
-        SandboxError::Wall { wall, message } => setup_failed(wall, message),
+        SandboxError::Wall { wall, message } => Outcome::failed(wall, message),
         SandboxError::NotRoot | SandboxError::Exists(_) | SandboxError::Container(_) => {
-            setup_failed("", &err.to_string())
+            Outcome::failed("", &err.to_string())
         }
         other => {
             // The variant's own message is the wall's name; its cause says what happened.
@@ -249,7 +350,7 @@ fn report_error(err: &SandboxError) -> i32 {
             let cause = std::error::Error::source(other)
                 .map(chain)
                 .unwrap_or_default();
-            setup_failed(&wall, &cause)
+            Outcome::failed(&wall, &cause)
         }
     }
 }

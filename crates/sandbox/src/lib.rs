@@ -19,6 +19,7 @@ pub mod rootfs;
 pub mod run;
 pub mod seccomp;
 pub mod spec;
+pub mod status;
 mod sys;
 
 pub use run::{run, RunOptions, RunReport, SandboxError};

@@ -112,6 +112,8 @@ pub struct RunOptions {
     pub announce_address: bool,
     /// Append alerts (JSON lines) to this file.
     pub alerts: Option<std::path::PathBuf>,
+    /// Write a `running` [`crate::status::RunStatus`] here once the workload has started.
+    pub status_file: Option<std::path::PathBuf>,
 }
 
 /// Runs `plan` in the foreground and cleans up, whatever happens.
@@ -336,6 +338,23 @@ impl Sandbox {
             None => None,
         };
         container.start().map_err(container_err)?;
+        if let Some(path) = &options.status_file {
+            let status = crate::status::RunStatus {
+                state: crate::status::RunState::Running,
+                id: self.id.clone(),
+                pid: std::process::id(),
+                init_pid: Some(init.as_raw()),
+                address: inside.as_ref().map(|i| i.address),
+                host_address: inside.as_ref().map(|i| i.gateway),
+                exit_code: None,
+                oom_kills: 0,
+                error: None,
+            };
+            status.write(path).map_err(|source| SandboxError::State {
+                path: path.clone(),
+                source,
+            })?;
+        }
 
         let status = loop {
             let signal = forwarded.wait().map_err(SandboxError::Supervise)?;
