@@ -4,6 +4,7 @@
 //! compiles what the user asked for into a plan, `moat-sandbox` applies it.
 #![forbid(unsafe_code)]
 
+mod cmd_daemon;
 mod cmd_doctor;
 mod cmd_gc;
 mod cmd_policy;
@@ -24,6 +25,8 @@ struct Cli {
 enum Command {
     /// Run a command in a new sandbox, in the foreground.
     Run(Box<cmd_run::RunArgs>),
+    /// Supervise this machine's sandboxes behind an API on a unix socket (docs/api.md).
+    Daemon(cmd_daemon::DaemonArgs),
     /// Show which walls this host can provide.
     Doctor(cmd_doctor::DoctorArgs),
     /// Remove what sandboxes of a killed moat left behind.
@@ -54,6 +57,7 @@ fn main() {
     };
     let code = match cli.command {
         Command::Run(args) => cmd_run::run(*args),
+        Command::Daemon(args) => cmd_daemon::run(args),
         Command::Doctor(args) => cmd_doctor::run(args),
         Command::Gc(args) => cmd_gc::run(args),
         Command::Policy(command) => cmd_policy::run(command),

@@ -1,0 +1,62 @@
+//! `moat daemon`: supervise the sandboxes of this machine behind an API on a unix socket.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::exit::setup_failed;
+
+/// Options of `moat daemon`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "The API is described in docs/api.md. Sandboxes keep running when \
+the daemon stops; the next start re-attaches to them. Ship it with the systemd unit in \
+deploy/systemd/moat.service (KillMode=process)."
+)]
+pub struct DaemonArgs {
+    /// The API socket.
+    #[arg(long, default_value = "/run/moat/moat.sock", value_name = "PATH")]
+    socket: PathBuf,
+    /// Where records, logs and the event log live.
+    #[arg(long, default_value = "/var/lib/moat/daemon", value_name = "DIR")]
+    state_dir: PathBuf,
+    /// A group whose members may use the socket (mode 0660); root only without it.
+    #[arg(long, value_name = "NAME")]
+    group: Option<String>,
+    /// Seconds an ended sandbox's record and log are kept.
+    #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
+    keep_ended: u64,
+}
+
+/// Runs `moat daemon`; returns moat's exit status.
+pub fn run(args: DaemonArgs) -> i32 {
+    if !nix::unistd::geteuid().is_root() {
+        return setup_failed("daemon", "must run as root (it creates sandboxes)");
+    }
+    let moat = match std::env::current_exe() {
+        Ok(path) => path,
+        Err(err) => {
+            return setup_failed("daemon", &format!("cannot find moat's own binary: {err}"))
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => return setup_failed("daemon", &format!("cannot start the runtime: {err}")),
+    };
+    let config = moat_daemon::Config {
+        socket: args.socket,
+        state_dir: args.state_dir,
+        group: args.group,
+        keep_ended: Duration::from_secs(args.keep_ended),
+        moat,
+    };
+    match runtime.block_on(moat_daemon::serve(config)) {
+        Ok(()) => 0,
+        Err(err) => setup_failed("daemon", &moat_sandbox::executor::error_chain(&err)),
+    }
+}
