@@ -843,9 +843,11 @@ fn gc_leaves_the_network_of_a_live_sandbox_alone_when_a_stale_record_names_its_a
     let live = Running::spawn(lab.moat().args([
         "run", "--id", &live_id, "--net", "isolated", "--", "sleep", "60",
     ]));
-    // Its rules come first, its link once its namespaces exist.
+    // Its link and its rules are made side by side once its namespaces exist.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !lab.links().contains(": moat-") && Instant::now() < deadline {
+    while !(lab.links().contains(": moat-") && lab.rules().contains("chain in-"))
+        && Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(
