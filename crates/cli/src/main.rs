@@ -6,6 +6,7 @@
 
 mod cmd_daemon;
 mod cmd_doctor;
+mod cmd_events;
 mod cmd_gc;
 mod cmd_policy;
 mod cmd_run;
@@ -27,6 +28,8 @@ enum Command {
     Run(Box<cmd_run::RunArgs>),
     /// Supervise this machine's sandboxes behind an API on a unix socket (docs/api.md).
     Daemon(cmd_daemon::DaemonArgs),
+    /// Follow the daemon's events: sandbox lifecycle and policy alerts, as JSON lines.
+    Events(cmd_events::EventsArgs),
     /// Show which walls this host can provide.
     Doctor(cmd_doctor::DoctorArgs),
     /// Remove what sandboxes of a killed moat left behind.
@@ -59,6 +62,7 @@ fn main() {
         Command::Run(args) => cmd_run::run(*args),
         Command::Daemon(args) => cmd_daemon::run(args),
         Command::Doctor(args) => cmd_doctor::run(args),
+        Command::Events(args) => cmd_events::run(args),
         Command::Gc(args) => cmd_gc::run(args),
         Command::Policy(command) => cmd_policy::run(command),
     };

@@ -395,6 +395,39 @@ fn a_server_runs_keeps_running_across_daemon_restarts_and_stops_cleanly() {
             "{operation} missing from {events}"
         );
     }
+    // The same events, streamed: `moat events --all` replays and then follows.
+    let mut follower = Command::new(env!("CARGO_BIN_EXE_moat"))
+        .args(["events", "--all", "--socket"])
+        .arg(lab.socket())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut streamed = std::io::BufReader::new(follower.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|l: &String| l.contains("\"Operation\":\"exit\""))
+    {
+        let mut line = String::new();
+        use std::io::BufRead;
+        if streamed.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        seen.push(line);
+    }
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("\"Operation\":\"start\"") && l.contains("jupyter-alice")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().any(|l| l.contains("\"Operation\":\"exit\"")),
+        "{seen:?}"
+    );
+
     let (_, metrics) = lab.request("GET", "/metrics", "");
     assert!(
         metrics.contains("moat_sandboxes{state=\"exited\"} 1"),
