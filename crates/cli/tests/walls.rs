@@ -354,6 +354,7 @@ fn syscall_filter_denies_with_errors_not_kills() {
         "allowed_socket_unix",
         "allowed_socket_udp6",
         "allowed_socket_tcp_explicit",
+        "allowed_socket_netlink_route",
         "allowed_thread",
     ] {
         assert_eq!(inside[name], "ok", "{name} must keep working");

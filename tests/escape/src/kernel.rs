@@ -92,7 +92,16 @@ pub fn checks() -> Vec<Check> {
         c("kernel.finit_module", "finit_module", finit_module),
         c("kernel.af_packet", "socket(AF_PACKET)", af_packet),
         c("kernel.sock_raw", "socket(AF_INET, SOCK_RAW)", sock_raw),
-        c("kernel.af_netlink", "socket(AF_NETLINK)", af_netlink),
+        c(
+            "kernel.netlink_route_write",
+            "rtnetlink change (RTM_NEWLINK)",
+            netlink_route_write,
+        ),
+        c(
+            "kernel.af_netlink_other",
+            "socket(AF_NETLINK) other than NETLINK_ROUTE",
+            af_netlink_other,
+        ),
         c("kernel.af_vsock", "socket(AF_VSOCK)", af_vsock),
         c("kernel.af_alg", "socket(AF_ALG)", af_alg),
         c("kernel.tiocsti", "ioctl(TIOCSTI) on a pty", tiocsti),
@@ -768,13 +777,77 @@ fn sock_raw() -> Outcome {
     )
 }
 
-fn af_netlink() -> Outcome {
-    socket_check(
-        "socket(AF_NETLINK, SOCK_RAW, NETLINK_ROUTE)",
-        libc::AF_NETLINK,
-        libc::SOCK_RAW,
-        libc::NETLINK_ROUTE,
-    )
+/// Reading the sandbox's own interfaces over NETLINK_ROUTE is allowed (getifaddrs needs
+/// it: ZeroMQ, so every Jupyter kernel, resolves addresses with it); changing anything
+/// must not be. The request names an interface index that does not exist, so a kernel
+/// that let it past the CAP_NET_ADMIN check answers ENODEV and nothing changes.
+fn netlink_route_write() -> Outcome {
+    const WHAT: &str = "RTM_NEWLINK over NETLINK_ROUTE";
+    // SAFETY: socket takes integers only.
+    let fd = match sysret_int(unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    }) {
+        Ok(fd) => fd as c_int,
+        Err(e) => return Outcome::contained(format!("socket(NETLINK_ROUTE): {}", errno_name(e))),
+    };
+    let mut request = Vec::with_capacity(32);
+    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
+    request.extend_from_slice(&32u32.to_ne_bytes()); // nlmsg_len: header + ifinfomsg
+    request.extend_from_slice(&libc::RTM_NEWLINK.to_ne_bytes());
+    request.extend_from_slice(&flags.to_ne_bytes());
+    request.extend_from_slice(&1u32.to_ne_bytes()); // seq
+    request.extend_from_slice(&0u32.to_ne_bytes()); // pid
+    request.extend_from_slice(&[0, 0]); // ifi_family AF_UNSPEC, padding
+    request.extend_from_slice(&0u16.to_ne_bytes()); // ifi_type
+    request.extend_from_slice(&i32::MAX.to_ne_bytes()); // ifi_index: no such interface
+    request.extend_from_slice(&0u32.to_ne_bytes()); // ifi_flags
+    request.extend_from_slice(&0u32.to_ne_bytes()); // ifi_change
+                                                    // SAFETY: the buffer is valid for its length; fd is ours.
+    let sent = unsafe { libc::send(fd, request.as_ptr().cast(), request.len(), 0) };
+    let mut answer = [0u8; 512];
+    // SAFETY: the buffer is valid for its length; fd is ours.
+    let got = if sent < 0 {
+        sent
+    } else {
+        unsafe { libc::recv(fd, answer.as_mut_ptr().cast(), answer.len(), 0) }
+    };
+    let send_errno = errno();
+    sys::close_fd(c_long::from(fd));
+    if got < 0 {
+        return Outcome::contained(format!("{WHAT}: {}", errno_name(send_errno)));
+    }
+    // nlmsgerr: the 16-byte header, then the error as a negative errno (0 = done).
+    let error = answer
+        .get(16..20)
+        .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        .unwrap_or(-libc::EIO);
+    reachable(WHAT, if error == 0 { Ok(0) } else { Err(-error) })
+}
+
+/// Netlink families with nothing for a notebook: netfilter (nftables), audit, kernel
+/// uevents, socket diagnostics, generic netlink and IPsec.
+fn af_netlink_other() -> Outcome {
+    let families = [
+        ("NETLINK_SOCK_DIAG", libc::NETLINK_SOCK_DIAG),
+        ("NETLINK_XFRM", libc::NETLINK_XFRM),
+        ("NETLINK_AUDIT", libc::NETLINK_AUDIT),
+        ("NETLINK_NETFILTER", libc::NETLINK_NETFILTER),
+        ("NETLINK_KOBJECT_UEVENT", libc::NETLINK_KOBJECT_UEVENT),
+        ("NETLINK_GENERIC", libc::NETLINK_GENERIC),
+    ];
+    let mut details = Vec::new();
+    for (name, protocol) in families {
+        let outcome = socket_check(name, libc::AF_NETLINK, libc::SOCK_RAW, protocol);
+        if outcome.exposed {
+            return outcome;
+        }
+        details.push(outcome.detail);
+    }
+    Outcome::contained(details.join("; "))
 }
 
 fn af_vsock() -> Outcome {

@@ -214,7 +214,9 @@ r["syslog"] = call(103, 3, 0, 0)
 r["clone3"] = call(435, 0, 0)
 r["socket_packet"] = call(41, 17, 3, 0)
 r["socket_raw_inet"] = call(41, 2, 3, 1)
-r["socket_netlink"] = call(41, 16, 3, 0)
+r["socket_netlink_netfilter"] = call(41, 16, 3, 12)
+r["socket_netlink_audit"] = call(41, 16, 3, 9)
+r["socket_netlink_uevent"] = call(41, 16, 2, 15)
 r["socket_vsock"] = call(41, 40, 1, 0)
 r["socket_sctp"] = call(41, 2, 1, 132)
 r["socket_mptcp"] = call(41, 2, 1, 262)
@@ -231,6 +233,7 @@ r["allowed_socket_tcp"] = call(41, 2, 1, 0)
 r["allowed_socket_unix"] = call(41, 1, 1, 0)
 r["allowed_socket_udp6"] = call(41, 10, 2, 17)
 r["allowed_socket_tcp_explicit"] = call(41, 2, 0x80801, 6)
+r["allowed_socket_netlink_route"] = call(41, 16, 0x80003, 0)
 done = []
 t = threading.Thread(target=lambda: done.append(1)); t.start(); t.join()
 r["allowed_thread"] = "ok" if done else "failed"
@@ -271,7 +274,9 @@ pub const MUST_DENY: &[(&str, &str)] = &[
     ("clone3", "ENOSYS"),
     ("socket_packet", "EPERM"),
     ("socket_raw_inet", "EPERM"),
-    ("socket_netlink", "EPERM"),
+    ("socket_netlink_netfilter", "EPERM"),
+    ("socket_netlink_audit", "EPERM"),
+    ("socket_netlink_uevent", "EPERM"),
     ("socket_vsock", "EPERM"),
     ("socket_sctp", "EPERM"),
     ("socket_mptcp", "EPERM"),
