@@ -56,6 +56,10 @@ pub struct RunArgs {
     /// Size cap of the private /tmp.
     #[arg(long, value_name = "SIZE")]
     tmp_size: Option<String>,
+    /// What an out-of-memory kill does: `sandbox` ends the whole sandbox (the profile's
+    /// default), `process` kills only the process the kernel picked.
+    #[arg(long, value_name = "sandbox|process")]
+    on_oom: Option<String>,
     /// Network: none (loopback only), isolated (a veth to the host; only --allow-host
     /// endpoints reachable) or egress (isolated plus the --egress allowlist).
     #[arg(long = "net", value_name = "MODE")]
@@ -194,6 +198,7 @@ impl RunArgs {
             cpus: self.cpus.clone(),
             pids: self.pids.clone(),
             tmp_size: self.tmp_size.clone(),
+            on_oom: self.on_oom.clone(),
             network: moat_policy::NetworkRequest {
                 mode: self.net.clone(),
                 allow_host: self.allow_host.clone(),

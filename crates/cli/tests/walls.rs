@@ -484,6 +484,39 @@ fn memory_limit_kills_and_moat_says_why() {
     assert_eq!(control.stdout.trim(), "survived");
 }
 
+/// An out-of-memory kill ends the whole sandbox by default (its supervisor sees it stop);
+/// `--on-oom process` leaves the rest running, as the kernel alone would.
+#[test]
+fn an_out_of_memory_kill_ends_the_whole_sandbox_unless_asked_otherwise() {
+    if !require_root() {
+        return;
+    }
+    let script =
+        "python3 -c 'bytearray(512 << 20)'; echo 'the shell goes on'; sleep 3; echo finished";
+    let whole = run(&["--memory", "64M"], &["sh", "-c", script]);
+    assert_eq!(whole.status, 137, "{}", whole.stderr);
+    assert!(
+        !whole.stdout.contains("finished"),
+        "the rest of the sandbox was ended: {}",
+        whole.stdout
+    );
+    assert!(
+        whole.stderr.contains("ran out of memory"),
+        "{}",
+        whole.stderr
+    );
+    let victim_only = run(
+        &["--memory", "64M", "--on-oom", "process"],
+        &["sh", "-c", script],
+    );
+    assert_eq!(victim_only.status, 0, "control: {}", victim_only.stderr);
+    assert!(
+        victim_only.stdout.contains("finished"),
+        "control: {}",
+        victim_only.stdout
+    );
+}
+
 #[test]
 fn environment_is_built_from_scratch() {
     if !require_root() {

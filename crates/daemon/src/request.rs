@@ -40,6 +40,8 @@ pub struct Limits {
     pub pids: Option<Scalar>,
     /// Size of the private /tmp.
     pub tmp: Option<Scalar>,
+    /// `sandbox` (an out-of-memory kill ends the sandbox) or `process`.
+    pub on_oom: Option<String>,
 }
 
 /// The network; each as the `moat run` option of the same name.
@@ -173,6 +175,7 @@ impl CreateRequest {
             ("cwd", &self.cwd),
             ("network.mode", &self.network.mode),
             ("network.bandwidth", &self.network.bandwidth),
+            ("limits.on_oom", &self.limits.on_oom),
         ];
         for (field, value) in optional {
             if let Some(value) = value {
@@ -255,6 +258,9 @@ impl CreateRequest {
         }
         if let Some(tmp) = &self.limits.tmp {
             push("--tmp-size", tmp.to_string());
+        }
+        if let Some(on_oom) = &self.limits.on_oom {
+            push("--on-oom", on_oom.clone());
         }
         if let Some(mode) = &self.network.mode {
             push("--net", mode.clone());

@@ -483,6 +483,17 @@ fn resources(
             range: "8 to 4194304".into(),
         });
     }
+    let on_oom = match &request.on_oom {
+        Some(text) => {
+            text.parse::<crate::profile::OnOom>()
+                .map_err(|()| CompileError::OutOfRange {
+                    flag: "--on-oom",
+                    value: text.clone(),
+                    range: "sandbox or process".into(),
+                })?
+        }
+        None => profile.limits.on_oom,
+    };
     Ok(ResourcePlan {
         memory_bytes,
         cpus,
@@ -490,6 +501,7 @@ fn resources(
         cpu_quota_us: (cpus * CPU_PERIOD_US as f64).round() as i64,
         pids,
         io_weight: profile.limits.io_weight,
+        end_on_oom: on_oom == crate::profile::OnOom::Sandbox,
     })
 }
 

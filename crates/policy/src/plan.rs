@@ -140,6 +140,8 @@ pub struct ResourcePlan {
     pub pids: i64,
     /// Relative block I/O weight, 1..=10000 (v2 scale).
     pub io_weight: u16,
+    /// End the whole sandbox when the kernel kills one of its processes for lack of memory.
+    pub end_on_oom: bool,
 }
 
 /// Privileges of the workload.

@@ -55,6 +55,33 @@ pub struct Limits {
     pub io_weight: u16,
     /// RLIMIT_NOFILE (soft and hard).
     pub nofile: u64,
+    /// What an out-of-memory kill does: end the whole sandbox (the default, as cgroup
+    /// v2's memory.oom.group does for a container) or only the process the kernel picked.
+    #[serde(default)]
+    pub on_oom: OnOom,
+}
+
+/// What happens when the kernel kills a process of the sandbox for lack of memory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnOom {
+    /// The whole sandbox ends (its supervisor, e.g. a hub, sees it stop).
+    #[default]
+    Sandbox,
+    /// Only the process the kernel chose dies; the rest runs on.
+    Process,
+}
+
+impl std::str::FromStr for OnOom {
+    type Err = ();
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "sandbox" => Ok(OnOom::Sandbox),
+            "process" => Ok(OnOom::Process),
+            _ => Err(()),
+        }
+    }
 }
 
 /// Landlock settings of a profile.

@@ -35,6 +35,8 @@ pub struct RunRequest {
     pub pids: Option<String>,
     /// `--tmp-size`.
     pub tmp_size: Option<String>,
+    /// `--on-oom`: sandbox or process.
+    pub on_oom: Option<String>,
     /// `--net`, `--allow-host`, `--egress`, `--publish`, `--bandwidth`, `--dns`.
     pub network: crate::network::NetworkRequest,
     /// `--label`: what policy selectors match.

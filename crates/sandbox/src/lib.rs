@@ -12,6 +12,7 @@ pub mod gc;
 pub mod idmap;
 pub mod init;
 pub mod landlock;
+pub mod oom;
 pub mod paths;
 pub mod privileges;
 pub mod record;

@@ -356,6 +356,17 @@ impl Sandbox {
             })?;
         }
 
+        let oom_watch = if plan.resources.end_on_oom {
+            let watch = crate::oom::OomWatch::start(*cgroups, self.id.clone(), init.as_raw())
+                .map_err(|err| {
+                    SandboxError::Container(format!(
+                        "cannot watch for out-of-memory kills (pidfd, Linux 5.3+): {err}"
+                    ))
+                })?;
+            Some(watch)
+        } else {
+            None
+        };
         let status = loop {
             let signal = forwarded.wait().map_err(SandboxError::Supervise)?;
             if signal != Signal::SIGCHLD {
@@ -369,6 +380,10 @@ impl Sandbox {
                 Err(err) => return Err(SandboxError::Supervise(err)),
             }
         };
+        if let Some(watch) = oom_watch {
+            // The init has exited, so the thread ends too.
+            watch.finish();
+        }
         let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&forwarded), None);
         let mut report = String::new();
         let _ = fs::File::from(error_read).read_to_string(&mut report);
