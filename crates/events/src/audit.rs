@@ -52,13 +52,46 @@ fn word(bytes: &[u8], index: usize) -> u32 {
         .map_or(0, u32::from_ne_bytes)
 }
 
+/// An audit netlink socket. The kernel's audit lives in the initial network namespace
+/// only: a socket made in another one (moat run from a daemon in its own namespace, say)
+/// never hears a record. So when moat is elsewhere, the socket is made on a short-lived
+/// thread that joined the initial namespace (that of pid 1); it stays there for good.
 fn audit_socket() -> io::Result<OwnedFd> {
-    Ok(socket(
-        AddressFamily::Netlink,
-        SockType::Raw,
-        SockFlag::SOCK_CLOEXEC,
-        SockProtocol::NetlinkAudit,
-    )?)
+    let make = || -> io::Result<OwnedFd> {
+        Ok(socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkAudit,
+        )?)
+    };
+    let identity = |path: &str| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).map(|m| (m.dev(), m.ino()))
+    };
+    // Pid 1 may be unreadable even for root (a non-dumpable init); kthreadd, like every
+    // kernel thread, lives in the initial namespaces too.
+    let kthreadd = std::fs::read_to_string("/proc/2/comm").is_ok_and(|c| c.trim() == "kthreadd");
+    let initial = ["/proc/1/ns/net", "/proc/2/ns/net"]
+        .into_iter()
+        .filter(|path| *path == "/proc/1/ns/net" || kthreadd)
+        .find_map(|path| identity(path).ok().map(|id| (path, id)));
+    let Some((initial, initial_id)) = initial else {
+        return make();
+    };
+    if initial_id == identity("/proc/thread-self/ns/net")? {
+        return make();
+    }
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let namespace = std::fs::File::open(initial)?;
+                nix::sched::setns(&namespace, nix::sched::CloneFlags::CLONE_NEWNET)?;
+                make()
+            })
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the audit socket thread panicked")))
+    })
 }
 
 fn control_socket() -> io::Result<OwnedFd> {
