@@ -246,6 +246,30 @@ impl Outcome {
 /// Runs `moat run`; returns moat's exit status.
 pub fn run(args: RunArgs) -> i32 {
     let id = args.id.clone().unwrap_or_else(random_id);
+    // From here on, SIGTERM and the other forwarded signals wait for the sandbox (or for
+    // the end) instead of killing moat half-way through a set-up or clean-up.
+    if let Err(err) = moat_sandbox::run::block_supervised_signals() {
+        return setup_failed("", &format!("cannot block signals: {err}"));
+    }
+    if let (Some(path), false) = (&args.status_file, args.dry_run) {
+        let starting = moat_sandbox::status::RunStatus {
+            state: moat_sandbox::status::RunState::Starting,
+            id: id.clone(),
+            pid: std::process::id(),
+            init_pid: None,
+            address: None,
+            host_address: None,
+            exit_code: None,
+            oom_kills: 0,
+            error: None,
+        };
+        if let Err(err) = starting.write(path) {
+            return setup_failed(
+                "",
+                &format!("cannot write the status file {}: {err}", path.display()),
+            );
+        }
+    }
     let outcome = run_sandbox(&args, &id);
     if let (Some(path), false) = (&args.status_file, args.dry_run) {
         let previous = moat_sandbox::status::RunStatus::read(path);

@@ -116,6 +116,20 @@ pub struct RunOptions {
     pub status_file: Option<std::path::PathBuf>,
 }
 
+/// Blocks the signals moat forwards to a sandbox (and SIGCHLD), and leaves them blocked
+/// for the rest of the process: one that arrives while the sandbox is set up waits and is
+/// forwarded once it runs; one that arrives during the clean-up cannot cut it short.
+/// Returns the set, for the supervision loop to wait on.
+pub fn block_supervised_signals() -> nix::Result<SigSet> {
+    let mut supervised = SigSet::empty();
+    for signal in FORWARDED {
+        supervised.add(*signal);
+    }
+    supervised.add(Signal::SIGCHLD);
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&supervised), None)?;
+    Ok(supervised)
+}
+
 /// Runs `plan` in the foreground and cleans up, whatever happens.
 ///
 /// Moves the calling process into a private mount namespace first (see
@@ -125,6 +139,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunReport, SandboxError>
     if !nix::unistd::geteuid().is_root() {
         return Err(SandboxError::NotRoot);
     }
+    block_supervised_signals().map_err(SandboxError::Supervise)?;
     rootfs::preflight(plan)?;
     landlock::check_abi(&plan.landlock)?;
     rootfs::isolate_mounts()?;
@@ -292,13 +307,7 @@ impl Sandbox {
         );
         // Block the signals we forward before the init exists, so none is lost between
         // its creation and the wait loop (the init sets its own mask).
-        let mut forwarded = SigSet::empty();
-        for signal in FORWARDED {
-            forwarded.add(*signal);
-        }
-        forwarded.add(Signal::SIGCHLD);
-        nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&forwarded), None)
-            .map_err(SandboxError::Supervise)?;
+        let forwarded = block_supervised_signals().map_err(SandboxError::Supervise)?;
 
         let container_err =
             |e: libcontainer::error::LibcontainerError| SandboxError::Container(error_chain(&e));
@@ -384,7 +393,6 @@ impl Sandbox {
             // The init has exited, so the thread ends too.
             watch.finish();
         }
-        let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&forwarded), None);
         let mut report = String::new();
         let _ = fs::File::from(error_read).read_to_string(&mut report);
         if let Some((wall, message)) = report.split_once('\t') {
@@ -441,16 +449,17 @@ impl Sandbox {
     /// removal wait for an RCU grace period; the address returns to the pool last.
     fn destroy(&mut self) -> Vec<String> {
         let network = self.address.take();
+        let mut warnings = Vec::new();
+        // The workload goes first: its host rules must outlive it.
+        if let Some(mut container) = self.container.take() {
+            if let Err(err) = container.delete(true) {
+                warnings.push(format!("container state: {}", error_chain(&err)));
+            }
+        }
         let mut warnings = std::thread::scope(|scope| {
             let network_teardown = network
                 .as_ref()
                 .map(|(_, lease)| scope.spawn(|| moat_net::teardown(lease.sandbox)));
-            let mut warnings = Vec::new();
-            if let Some(mut container) = self.container.take() {
-                if let Err(err) = container.delete(true) {
-                    warnings.push(format!("container state: {}", error_chain(&err)));
-                }
-            }
             warnings.extend(gc::remove_sandbox(
                 &self.paths,
                 &self.id,

@@ -2,7 +2,8 @@
 //! being its parent.
 //!
 //! The file is rewritten whole (a temporary file renamed over it), so a reader sees one
-//! complete state or the previous one: `running` once the workload has started, then
+//! complete state or the previous one: `starting` (with moat's pid) as soon as moat
+//! runs, `running` once the workload has started, then
 //! `exited` or `failed` when moat is done and has cleaned up. A supervisor that restarts
 //! finds the outcome here even though it can no longer wait for the process.
 
@@ -17,6 +18,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunState {
+    /// moat is setting the sandbox up (written first, with moat's pid).
+    Starting,
     /// The workload runs.
     Running,
     /// The workload ended; `exit_code` is its status.
