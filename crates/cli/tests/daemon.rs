@@ -465,11 +465,16 @@ fn stop_escalates_to_sigkill_and_a_killed_supervisor_is_cleaned_up() {
         "/v1/sandboxes/stubborn/stop",
         r#"{"grace_seconds":1}"#,
     );
+    let took = asked.elapsed();
     assert_eq!(status, 200, "{stopped}");
+    assert!(took >= Duration::from_secs(1), "the grace period was given");
+    // The SIGKILL goes to the sandbox's init right after the grace period, not after the
+    // daemon's last-resort wait (15 s) for a supervisor that does not end.
     assert!(
-        asked.elapsed() >= Duration::from_secs(1),
-        "the grace period was given"
+        took < Duration::from_secs(6),
+        "stopped {took:?} after the request"
     );
+    assert_eq!(stopped["error"], Value::Null, "{stopped}");
     assert_eq!(
         stopped["exit_code"], 137,
         "SIGKILL after the grace period: {stopped}"
@@ -504,4 +509,89 @@ fn stop_escalates_to_sigkill_and_a_killed_supervisor_is_cleaned_up() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(!lab.links().contains("moat-"), "{}", lab.links());
+}
+
+#[test]
+fn races_and_hostile_requests_change_nothing_they_should_not() {
+    let Some(mut lab) = Lab::new("hostile") else {
+        return;
+    };
+    lab.start_daemon();
+
+    // A stop that arrives while the sandbox is still being created.
+    let socket = lab.socket();
+    let body = server_request("early");
+    let creator = std::thread::spawn(move || request(&socket, "POST", "/v1/sandboxes", &body));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stopped = loop {
+        let (status, answer) =
+            lab.json("POST", "/v1/sandboxes/early/stop", r#"{"grace_seconds":5}"#);
+        if status != 404 || Instant::now() > deadline {
+            break (status, answer);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let (created, _) = creator.join().unwrap();
+    assert_eq!(created, 201);
+    assert_eq!(stopped.0, 200, "{}", stopped.1);
+    assert!(
+        matches!(stopped.1["state"].as_str(), Some("exited" | "failed")),
+        "a stop during the start ends the sandbox: {}",
+        stopped.1
+    );
+    let id = stopped.1["id"].as_str().unwrap().to_string();
+    assert!(
+        !lab.state().join("sandboxes").join(&id).join("env").exists(),
+        "the env file went"
+    );
+    assert_eq!(leftovers(&id), Vec::<String>::new());
+
+    // A home that holds the daemon's own state or socket is refused.
+    for home in [lab.dir.path().to_path_buf(), lab.state().join("sandboxes")] {
+        let body = serde_json::json!({"command": ["true"], "home": home}).to_string();
+        let (status, answer) = lab.json("POST", "/v1/sandboxes", &body);
+        assert_eq!(status, 400, "{}: {answer}", home.display());
+        assert!(
+            answer["error"].as_str().unwrap().contains("overlaps"),
+            "{answer}"
+        );
+    }
+    // A malformed env is refused without its value echoed.
+    let (status, answer) = lab.json(
+        "POST",
+        "/v1/sandboxes",
+        r#"{"command":["true"],"env":"TOKEN=s3cret"}"#,
+    );
+    assert_eq!(status, 400);
+    assert!(!answer.to_string().contains("s3cret"), "{answer}");
+    let (status, answer) = lab.json("PUT", "/v1/sandboxes", "{}");
+    assert_eq!(status, 405, "{answer}");
+
+    // A workload that prints without end: the log is cut back, and reading it stays cheap.
+    let flood = serde_json::json!({
+        "name": "flood",
+        "command": ["/usr/bin/python3", "-c",
+            "import sys\nline = 'x' * 1023 + '\\n'\nfor _ in range(72 * 1024): sys.stdout.write(line)\nprint('the end', flush=True)"],
+    });
+    let (status, created) = lab.json("POST", "/v1/sandboxes", &flood.to_string());
+    assert_eq!(status, 201, "{created}");
+    let ended = lab.wait_for("flood", "ended", |r| r["state"] == "exited");
+    assert_eq!(ended["exit_code"], 0, "{ended}");
+    let log = lab
+        .state()
+        .join("sandboxes")
+        .join(ended["id"].as_str().unwrap())
+        .join("log");
+    let size = std::fs::metadata(&log).unwrap().len();
+    assert!(size <= 64 << 20, "the log was capped: {size} bytes");
+    let tail = lab.request("GET", "/v1/sandboxes/flood/logs?tail=1", "").1;
+    assert_eq!(tail.trim(), "the end", "{tail}");
+    let whole = lab.request("GET", "/v1/sandboxes/flood/logs", "").1;
+    assert!(
+        whole.len() <= 8 << 20,
+        "an answer holds at most 8 MiB: {}",
+        whole.len()
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("were dropped"), "the cut is announced");
 }

@@ -29,6 +29,12 @@ pub fn router(daemon: Shared) -> Router {
         .route("/v1/events", get(events))
         .route("/metrics", get(metrics))
         .fallback(|| async { refuse(Refusal::NotFound("no such endpoint".into())) })
+        .method_not_allowed_fallback(|| async {
+            (
+                StatusCode::METHOD_NOT_ALLOWED,
+                Json(json!({"error": "this endpoint does not take that method (see docs/api.md)"})),
+            )
+        })
         .with_state(daemon)
 }
 
@@ -98,7 +104,22 @@ async fn health(State(daemon): State<Shared>) -> Response {
 }
 
 async fn create(State(daemon): State<Shared>, body: Bytes) -> Response {
-    let request: CreateRequest = match serde_json::from_slice(&body) {
+    let value: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(value) => value,
+        Err(err) => return refuse(Refusal::Invalid(format!("request body: {err}"))),
+    };
+    // serde's type errors quote the value; env values are secrets, so judge env here.
+    if let Some(env) = value.get("env") {
+        let strings = env
+            .as_object()
+            .is_some_and(|map| map.values().all(serde_json::Value::is_string));
+        if !strings {
+            return refuse(Refusal::Invalid(
+                "env: expected an object whose values are strings (values are not shown)".into(),
+            ));
+        }
+    }
+    let request: CreateRequest = match serde_json::from_value(value) {
         Ok(request) => request,
         Err(err) => return refuse(Refusal::Invalid(format!("request body: {err}"))),
     };
@@ -199,23 +220,50 @@ async fn logs(
             }
         }
     }
-    let text = match tokio::fs::read(daemon.store().log(&record.id)).await {
-        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => String::new(),
+    let path = daemon.store().log(&record.id);
+    let text = match tokio::task::spawn_blocking(move || read_tail(&path, tail)).await {
+        Ok(Ok(text)) => text,
+        Ok(Err(err)) => return refuse(Refusal::Failed(format!("cannot read the log: {err}"))),
         Err(err) => return refuse(Refusal::Failed(format!("cannot read the log: {err}"))),
     };
-    let text = match tail {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
+}
+
+/// At most this much of a log is read for one answer.
+const LOG_ANSWER_MAX: u64 = 8 << 20;
+
+/// The end of a log: its last `lines` lines, or all of it, within [`LOG_ANSWER_MAX`]
+/// bytes read from the end (never the whole file into memory).
+fn read_tail(path: &std::path::Path, lines: Option<usize>) -> std::io::Result<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
+        Err(err) => return Err(err),
+    };
+    let start = file.metadata()?.len().saturating_sub(LOG_ANSWER_MAX);
+    file.seek(SeekFrom::Start(start))?;
+    let mut bytes = Vec::new();
+    file.take(LOG_ANSWER_MAX).read_to_end(&mut bytes)?;
+    let mut text = String::from_utf8_lossy(&bytes).into_owned();
+    if start > 0 {
+        // The first line was cut by the window.
+        text = text
+            .split_once('\n')
+            .map(|(_, rest)| rest.to_string())
+            .unwrap_or_default();
+    }
+    Ok(match lines {
         Some(n) => {
-            let lines: Vec<&str> = text.lines().collect();
-            let mut kept = lines[lines.len().saturating_sub(n)..].join("\n");
+            let all: Vec<&str> = text.lines().collect();
+            let mut kept = all[all.len().saturating_sub(n)..].join("\n");
             if !kept.is_empty() {
                 kept.push('\n');
             }
             kept
         }
         None => text,
-    };
-    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
+    })
 }
 
 async fn events(State(daemon): State<Shared>, RawQuery(query): RawQuery) -> Response {
@@ -232,14 +280,24 @@ async fn events(State(daemon): State<Shared>, RawQuery(query): RawQuery) -> Resp
     }
     // Subscribe before reading the file, so nothing falls between the two.
     let receiver = daemon.events().subscribe();
+    // The history is streamed from the file in pieces, never read whole.
     let history = if replay {
-        tokio::fs::read_to_string(daemon.events().path())
-            .await
-            .unwrap_or_default()
+        tokio::fs::File::open(daemon.events().path()).await.ok()
     } else {
-        String::new()
+        None
     };
-    let first = futures::stream::once(async move { Ok::<_, std::convert::Infallible>(history) });
+    let first = futures::stream::unfold(history, |file| async move {
+        use tokio::io::AsyncReadExt;
+        let mut file = file?;
+        let mut chunk = vec![0u8; 64 << 10];
+        match file.read(&mut chunk).await {
+            Ok(0) | Err(_) => None,
+            Ok(n) => {
+                chunk.truncate(n);
+                Some((Ok::<_, std::convert::Infallible>(chunk), Some(file)))
+            }
+        }
+    });
     let live = futures::stream::unfold(receiver, |mut receiver| async move {
         use tokio::sync::broadcast::error::RecvError;
         let line = match receiver.recv().await {
@@ -252,7 +310,7 @@ async fn events(State(daemon): State<Shared>, RawQuery(query): RawQuery) -> Resp
             .to_string(),
             Err(RecvError::Closed) => return None,
         };
-        Some((Ok(format!("{line}\n")), receiver))
+        Some((Ok(format!("{line}\n").into_bytes()), receiver))
     });
     use futures::StreamExt;
     let body = Body::from_stream(first.chain(live).take_until(daemon.shutting_down()));

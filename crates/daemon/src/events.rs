@@ -10,6 +10,9 @@ use std::sync::Mutex;
 use serde_json::json;
 use tokio::sync::broadcast;
 
+/// Size at which `events.jsonl` is moved to `events.jsonl.1` and started afresh.
+pub const EVENT_LOG_CAP: u64 = 64 << 20;
+
 /// The stream.
 #[derive(Debug)]
 pub struct Events {
@@ -22,12 +25,7 @@ pub struct Events {
 impl Events {
     /// Opens `path` for appending (created 0600).
     pub fn open(path: &Path) -> std::io::Result<Events> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let file = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(path)?;
+        let file = Self::append(path)?;
         let (sender, _) = broadcast::channel(4096);
         let host = nix::unistd::gethostname()
             .ok()
@@ -58,9 +56,23 @@ impl Events {
                 if let Err(err) = writeln!(file, "{line}") {
                     tracing::warn!("cannot append to {}: {err}", self.path.display());
                 }
+                // One earlier file is kept: the log on disk stays under twice the cap.
+                if file.metadata().is_ok_and(|m| m.len() > EVENT_LOG_CAP) {
+                    let _ = std::fs::rename(&self.path, self.path.with_extension("jsonl.1"));
+                    *guard = Self::append(&self.path).ok();
+                }
             }
         }
         let _ = self.sender.send(line);
+    }
+
+    fn append(path: &Path) -> std::io::Result<std::fs::File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(path)
     }
 
     /// A lifecycle event of a sandbox (`Type: SandboxEvent`).
@@ -121,8 +133,10 @@ impl AlertTail {
         if file.seek(SeekFrom::Start(self.offset)).is_err() {
             return Vec::new();
         }
+        // At most 4 MiB per call: a sandbox flooding its alerts cannot make the daemon
+        // hold the whole file; the rest comes on the next calls.
         let mut text = Vec::new();
-        if file.read_to_end(&mut text).is_err() {
+        if file.take(4 << 20).read_to_end(&mut text).is_err() {
             return Vec::new();
         }
         let Some(end) = text.iter().rposition(|b| *b == b'\n') else {

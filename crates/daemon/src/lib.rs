@@ -89,7 +89,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     let events_path = config.state_dir.join("events.jsonl");
     let events = events::Events::open(&events_path)
         .map_err(path_error("cannot open the event log", &events_path))?;
-    let daemon = Daemon::new(store, events, config.moat.clone());
+    let daemon = Daemon::new(store, events, config.moat.clone(), config.socket.clone());
     let adopted = daemon.recover().await;
     tracing::info!("re-attached to {adopted} running sandbox(es)");
 
@@ -103,8 +103,11 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         }
         _ => {}
     }
-    let listener = tokio::net::UnixListener::bind(&config.socket)
-        .map_err(path_error("cannot listen on", &config.socket))?;
+    // Nobody else may connect in the moment between bind and chmod.
+    let umask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    let listener = tokio::net::UnixListener::bind(&config.socket);
+    nix::sys::stat::umask(umask);
+    let listener = listener.map_err(path_error("cannot listen on", &config.socket))?;
     let mode = if group.is_some() { 0o660 } else { 0o600 };
     std::fs::set_permissions(&config.socket, std::fs::Permissions::from_mode(mode))
         .map_err(path_error("cannot set the mode of", &config.socket))?;

@@ -22,6 +22,10 @@ use crate::metrics::Metrics;
 use crate::request::CreateRequest;
 use crate::store::{self, now, Record, State, Store};
 
+/// A sandbox's log is emptied (with a note saying so) once it passes this size, so a
+/// workload printing without end cannot fill the host's disk.
+pub const LOG_CAP: u64 = 64 << 20;
+
 /// Why a request could not be carried out; maps to an HTTP status.
 #[derive(Debug)]
 pub enum Refusal {
@@ -70,7 +74,40 @@ pub struct Daemon {
     metrics: Mutex<Metrics>,
     sandboxes: Mutex<BTreeMap<String, Entry>>,
     moat: PathBuf,
+    socket: PathBuf,
     shutdown: watch::Sender<bool>,
+}
+
+/// `path` made absolute and free of `.`/`..`, resolved through symlinks as far as it
+/// exists.
+fn resolved(path: &std::path::Path) -> PathBuf {
+    use std::path::Component;
+    let mut existing = path.to_path_buf();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.file_name(), existing.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name.to_os_string());
+                existing = parent.to_path_buf();
+            }
+            _ => break,
+        }
+    }
+    let mut out = std::fs::canonicalize(&existing).unwrap_or(existing);
+    for name in rest.into_iter().rev() {
+        out.push(name);
+    }
+    let mut clean = PathBuf::new();
+    for component in out.components() {
+        match component {
+            Component::ParentDir => {
+                clean.pop();
+            }
+            Component::CurDir => {}
+            other => clean.push(other),
+        }
+    }
+    clean
 }
 
 fn random_id() -> String {
@@ -88,27 +125,39 @@ fn random_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The last line moat printed about a failure, without its `moat: ` prefix.
+/// What moat printed about a failure: its `moat: ` lines (warnings aside), or clap's
+/// own `error:` line for a malformed option, without prefixes and help hints.
 fn moat_error(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);
-    let line = text
+    let lines: Vec<&str> = text
         .lines()
-        .rev()
-        .find(|l| l.starts_with("moat: ") && !l.starts_with("moat: warning"))
-        .or_else(|| text.lines().rev().find(|l| !l.trim().is_empty()))
-        .unwrap_or("moat run failed without a message");
-    line.strip_prefix("moat: ").unwrap_or(line).to_string()
+        .filter(|l| l.starts_with("moat: ") && !l.starts_with("moat: warning"))
+        .map(|l| l.trim_start_matches("moat: "))
+        .collect();
+    if !lines.is_empty() {
+        return lines.join("; ");
+    }
+    text.lines()
+        .find_map(|l| l.strip_prefix("error: "))
+        .or_else(|| {
+            text.lines()
+                .find(|l| !l.trim().is_empty() && !l.contains("--help"))
+        })
+        .unwrap_or("moat run failed without a message")
+        .to_string()
 }
 
 impl Daemon {
-    /// A daemon keeping its state in `store`, starting sandboxes with the `moat` binary.
-    pub fn new(store: Store, events: Events, moat: PathBuf) -> Arc<Daemon> {
+    /// A daemon keeping its state in `store`, serving on `socket`, starting sandboxes with
+    /// the `moat` binary.
+    pub fn new(store: Store, events: Events, moat: PathBuf, socket: PathBuf) -> Arc<Daemon> {
         Arc::new(Daemon {
             store,
             events,
             metrics: Mutex::new(Metrics::default()),
             sandboxes: Mutex::new(BTreeMap::new()),
             moat,
+            socket,
             shutdown: watch::channel(false).0,
         })
     }
@@ -193,9 +242,18 @@ impl Daemon {
         Some(entry.record.clone())
     }
 
-    /// Creates and starts a sandbox; returns its record (state `starting`).
+    /// Creates and starts a sandbox; returns its record (state `starting`). The work runs
+    /// on a task of its own: a client that hangs up half-way cannot leave it half done.
     pub async fn create(self: &Arc<Self>, request: CreateRequest) -> Result<Record, Refusal> {
+        let daemon = Arc::clone(self);
+        tokio::spawn(async move { daemon.create_now(request).await })
+            .await
+            .unwrap_or_else(|err| Err(Refusal::Failed(format!("the create task failed: {err}"))))
+    }
+
+    async fn create_now(self: &Arc<Self>, request: CreateRequest) -> Result<Record, Refusal> {
         request.check().map_err(|e| Refusal::Invalid(e.0))?;
+        self.check_home(&request)?;
         let id = random_id();
         let record = Record {
             id: id.clone(),
@@ -337,6 +395,30 @@ impl Daemon {
         Ok(record)
     }
 
+    /// A home is given to the sandbox's user: it must not hold or be inside the daemon's
+    /// own state or socket directory (the user could swap other sandboxes' files or the
+    /// API socket itself).
+    fn check_home(&self, request: &CreateRequest) -> Result<(), Refusal> {
+        let Some(home) = &request.home else {
+            return Ok(());
+        };
+        let home = resolved(std::path::Path::new(home));
+        let mut ours = vec![resolved(self.store.root())];
+        if let Some(dir) = self.socket.parent() {
+            ours.push(resolved(dir));
+        }
+        for dir in ours {
+            if home.starts_with(&dir) || dir.starts_with(&home) {
+                return Err(Refusal::Invalid(format!(
+                    "home {}: overlaps the daemon's own {} (state or socket)",
+                    home.display(),
+                    dir.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     fn moat_command(&self) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(&self.moat);
         command.env_clear().env(
@@ -356,7 +438,7 @@ impl Daemon {
             let starting = self
                 .sandboxes()
                 .get(&id)
-                .is_some_and(|e| e.record.state == State::Starting);
+                .is_some_and(|e| e.record.started.is_none());
             let pause = Duration::from_millis(if starting { 20 } else { 250 });
             tokio::select! {
                 () = &mut ended => break,
@@ -366,12 +448,16 @@ impl Daemon {
                 self.note_started(&id, &files.status, asked);
             }
             self.forward_alerts(&mut alerts);
+            self.cap_log(&id);
         }
         self.note_started(&id, &files.status, asked);
         self.forward_alerts(&mut alerts);
+        self.cap_log(&id);
         self.note_ended(&id).await;
     }
 
+    /// Records the start once the status file says `running` (also while stopping: the
+    /// env file with the workload's secrets goes either way).
     fn note_started(&self, id: &str, status_path: &std::path::Path, asked: Instant) {
         let Some(status) = RunStatus::read(status_path) else {
             return;
@@ -408,6 +494,50 @@ impl Daemon {
         }
     }
 
+    /// Cuts a log that passed [`LOG_CAP`] back to its last MiB, after a line saying how
+    /// much went (copy, then truncate: what the workload writes in between may be lost,
+    /// as with logrotate's copytruncate).
+    fn cap_log(&self, id: &str) {
+        use std::io::{Read, Seek, SeekFrom, Write};
+        const KEEP: u64 = 1 << 20;
+        let path = self.store.log(id);
+        let Ok(size) = std::fs::metadata(&path).map(|m| m.len()) else {
+            return;
+        };
+        if size <= LOG_CAP {
+            return;
+        }
+        let Ok(mut file) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+        else {
+            return;
+        };
+        let mut kept = Vec::new();
+        let read = file
+            .seek(SeekFrom::Start(size - KEEP))
+            .and_then(|_| (&mut file).take(KEEP).read_to_end(&mut kept));
+        if read.is_err() {
+            return;
+        }
+        // Start the kept part at a line boundary.
+        let from = kept.iter().position(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let dropped = size - (kept.len() - from) as u64;
+        if file.set_len(0).is_err() {
+            return;
+        }
+        // moat run writes with O_APPEND, so its output goes on after what is written here.
+        if let Ok(mut log) = std::fs::OpenOptions::new().append(true).open(&path) {
+            let _ = writeln!(
+                log,
+                "moat: the log passed {} MiB; the {dropped} bytes before this line were dropped",
+                LOG_CAP >> 20
+            );
+            let _ = log.write_all(&kept[from..]);
+        }
+    }
+
     fn forward_alerts(&self, alerts: &mut AlertTail) {
         for line in alerts.read_new() {
             let action = serde_json::from_str::<serde_json::Value>(&line)
@@ -422,7 +552,8 @@ impl Daemon {
     async fn note_ended(&self, id: &str) {
         let files = self.store.run_files(id);
         self.store.forget_env(id);
-        let status = RunStatus::read(&files.status).filter(|s| s.state != RunState::Running);
+        let status = RunStatus::read(&files.status)
+            .filter(|s| matches!(s.state, RunState::Exited | RunState::Failed));
         if status.is_none() {
             // moat run died without its last word (killed): collect what it left.
             self.collect_garbage().await;
@@ -505,34 +636,52 @@ impl Daemon {
     pub async fn stop(&self, key: &str, grace: Duration) -> Result<Record, Refusal> {
         let record = self.find(key)?;
         let id = record.id.clone();
-        if !record.state.is_live() {
-            return Ok(record);
-        }
         let mut changed = match self.sandboxes().get(&id) {
             Some(entry) => entry.changed.subscribe(),
             None => return Err(Refusal::NotFound(format!("no sandbox {key:?}"))),
         };
-        let first = record.state != State::Stopping;
-        if let Some(record) = self.update(&id, |r| r.state = State::Stopping) {
-            if first {
-                self.events.lifecycle(
-                    &id,
-                    record.name.as_deref(),
-                    &record.labels,
-                    "stop",
-                    &format!("grace_seconds={}", grace.as_secs()),
-                );
-            }
+        // Only a live sandbox becomes `stopping`, checked and changed in one locked step:
+        // an exit recorded meanwhile keeps its final state.
+        let (mut live, mut first) = (false, false);
+        let record = self
+            .update(&id, |r| {
+                if r.state.is_live() {
+                    live = true;
+                    first = r.state != State::Stopping;
+                    r.state = State::Stopping;
+                }
+            })
+            .unwrap_or(record);
+        if !live {
+            return Ok(record);
+        }
+        if first {
+            self.events.lifecycle(
+                &id,
+                record.name.as_deref(),
+                &record.labels,
+                "stop",
+                &format!("grace_seconds={}", grace.as_secs()),
+            );
+        }
+        let gone = |state: &State| !state.is_live();
+        // A sandbox still being created has no supervisor yet: its create is at most a
+        // dry run and a spawn away from recording one.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut record = record;
+        while record.pid.is_none() && record.state.is_live() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            record = self.find(&id)?;
         }
         let supervisor = match (record.pid, record.pid_start) {
             (Some(pid), Some(start)) if store::is_same_process(pid, start) => Some(pid),
             _ => None,
         };
         if let Some(pid) = supervisor {
-            // moat run passes SIGTERM on to the workload.
+            // moat run passes SIGTERM on to the workload (or holds it until the workload
+            // runs, if it is still setting up).
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
         }
-        let gone = |state: &State| !state.is_live();
         if tokio::time::timeout(grace, changed.wait_for(gone))
             .await
             .is_err()
@@ -544,14 +693,26 @@ impl Daemon {
                 .await
                 .is_err()
             {
-                // moat run itself does not end: kill it and let gc clean up.
+                // moat run itself does not end: kill it; the watcher then runs gc.
                 if let Some(pid) = supervisor {
-                    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                    if record
+                        .pid_start
+                        .is_some_and(|start| store::is_same_process(pid, start))
+                    {
+                        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                    }
                 }
                 let _ = tokio::time::timeout(Duration::from_secs(10), changed.wait_for(gone)).await;
             }
         }
-        self.find(&id)
+        let record = self.find(&id)?;
+        if record.state.is_live() {
+            return Err(Refusal::Failed(format!(
+                "sandbox {id} did not stop (its supervisor, pid {}, does not end)",
+                record.pid.map_or("unknown".into(), |p| p.to_string())
+            )));
+        }
+        Ok(record)
     }
 
     /// SIGKILL to the sandbox's init, which ends the workload; moat run then cleans up.
@@ -620,7 +781,24 @@ impl Daemon {
         }
         let mut adopted = 0;
         let mut ended = Vec::new();
-        for record in records {
+        for mut record in records {
+            if record.pid.is_none() && record.state.is_live() {
+                // The daemon died between starting moat run and recording its pid; moat
+                // run wrote its pid first thing.
+                if let Some(status) = RunStatus::read(&self.store.run_files(&record.id).status) {
+                    let cmdline =
+                        std::fs::read(format!("/proc/{}/cmdline", status.pid)).unwrap_or_default();
+                    let ours = String::from_utf8_lossy(&cmdline)
+                        .split('\0')
+                        .collect::<Vec<_>>()
+                        .windows(2)
+                        .any(|w| w[0] == "--id" && w[1] == record.id);
+                    if ours {
+                        record.pid = Some(status.pid);
+                        record.pid_start = store::process_start(status.pid);
+                    }
+                }
+            }
             let alive = match (record.pid, record.pid_start) {
                 (Some(pid), Some(start)) => {
                     store::is_same_process(pid, start).then_some((pid, start))
