@@ -52,6 +52,10 @@ fn no_escape_technique_gets_through_untrusted() {
             home.to_str().unwrap(),
             "--env",
             "MOAT_PROBE_ALLOW_RESOURCES=1",
+            // The memory probe is meant to be OOM-killed in its own forked child; the
+            // default (an OOM kill ends the sandbox) would end the whole battery.
+            "--on-oom",
+            "process",
         ])
         .args(["--", "/home/jovyan/moat-escape-probe"])
         .output()
