@@ -775,9 +775,11 @@ class MoatSpawner(Spawner):
         )
 
     async def stop(self, now: bool = False) -> None:
-        """Stop the sandbox (SIGTERM, SIGKILL after the grace period) and forget it.
+        """Stop the sandbox (SIGTERM, SIGKILL after the grace period).
 
-        Returns once the sandbox is gone; stopping what is already gone is a no-op.
+        Returns once the sandbox is gone; stopping what is already gone is a no-op. The
+        daemon keeps the ended sandbox's record and log (for its `--keep-ended` time), so
+        an operator can still read how the server ended.
         """
         sandbox_id = self.sandbox_id
         if not sandbox_id:
@@ -799,7 +801,6 @@ class MoatSpawner(Spawner):
                     final.get("state"),
                     _exit_story(final),
                 )
-            await self._forget(moat, sandbox_id)
         self.sandbox_id = None
 
     async def _forget(self, moat: MoatClient, ref: str) -> None:

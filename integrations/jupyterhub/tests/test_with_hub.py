@@ -95,7 +95,7 @@ async def test_hub_spawns_waits_polls_and_stops(daemon, hub_with_moat, server_st
     sandbox_id = spawner.sandbox_id
     await user.stop()
     assert daemon.sent("POST", f"/v1/sandboxes/{sandbox_id}/stop")
-    assert daemon.sandboxes == {}
+    assert daemon.sandboxes[sandbox_id]["state"] == "exited", "the record stays, ended"
     assert spawner.orm_spawner.state == {}
 
 

@@ -1,0 +1,1 @@
+"""End-to-end tests of moat's JupyterHub integration (run with scripts/e2e)."""
