@@ -90,6 +90,34 @@ pub struct Record {
     pub error: Option<String>,
 }
 
+impl Record {
+    /// A sandbox just asked for: `starting`, nothing known yet but what the caller gave.
+    pub fn new(
+        id: String,
+        name: Option<String>,
+        ports: Vec<u16>,
+        labels: BTreeMap<String, String>,
+    ) -> Record {
+        Record {
+            id,
+            name,
+            state: State::Starting,
+            address: None,
+            host_address: None,
+            ports,
+            pid: None,
+            pid_start: None,
+            labels,
+            created: now(),
+            started: None,
+            finished: None,
+            exit_code: None,
+            oom_killed: false,
+            error: None,
+        }
+    }
+}
+
 /// Now, as the API writes times.
 pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -154,17 +182,8 @@ impl Store {
 
     /// Rewrites a record whole (a temporary file renamed over it).
     pub fn save(&self, record: &Record) -> io::Result<()> {
-        let dir = self.dir(&record.id);
-        let temporary = dir.join(".record.json.tmp");
         let text = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temporary)?;
-        file.write_all(&text)?;
-        std::fs::rename(&temporary, dir.join("record.json"))
+        moat_sandbox::status::replace_file(&self.dir(&record.id).join("record.json"), &text)
     }
 
     /// Every record on disk; unreadable ones are reported and skipped.
@@ -232,23 +251,7 @@ mod tests {
     fn records_round_trip_and_the_env_file_is_private() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let record = Record {
-            id: "abc".into(),
-            name: Some("n".into()),
-            state: State::Starting,
-            address: None,
-            host_address: None,
-            ports: vec![8888],
-            pid: None,
-            pid_start: None,
-            labels: BTreeMap::new(),
-            created: now(),
-            started: None,
-            finished: None,
-            exit_code: None,
-            oom_killed: false,
-            error: None,
-        };
+        let record = Record::new("abc".into(), Some("n".into()), vec![8888], BTreeMap::new());
         store.create(&record, "TOKEN=x\n").unwrap();
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(store.run_files("abc").env)

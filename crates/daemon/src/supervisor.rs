@@ -255,23 +255,12 @@ impl Daemon {
         request.check().map_err(|e| Refusal::Invalid(e.0))?;
         self.check_home(&request)?;
         let id = random_id();
-        let record = Record {
-            id: id.clone(),
-            name: request.name.clone(),
-            state: State::Starting,
-            address: None,
-            host_address: None,
-            ports: request.network.publish.clone(),
-            pid: None,
-            pid_start: None,
-            labels: request.labels.clone(),
-            created: now(),
-            started: None,
-            finished: None,
-            exit_code: None,
-            oom_killed: false,
-            error: None,
-        };
+        let record = Record::new(
+            id.clone(),
+            request.name.clone(),
+            request.network.publish.clone(),
+            request.labels.clone(),
+        );
         // Reserve the name and id in one step, so two creates cannot both take a name.
         {
             let mut sandboxes = self.sandboxes();

@@ -61,22 +61,7 @@ impl RunStatus {
     /// Replaces the file at `path` with this status (mode 0600).
     pub fn write(&self, path: &Path) -> io::Result<()> {
         let text = serde_json::to_vec(self).map_err(io::Error::other)?;
-        let name = path
-            .file_name()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
-        let mut temporary_name = std::ffi::OsString::from(".");
-        temporary_name.push(name);
-        temporary_name.push(".tmp");
-        let temporary = path.with_file_name(temporary_name);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temporary)?;
-        file.write_all(&text)?;
-        file.sync_data()?;
-        std::fs::rename(&temporary, path)
+        replace_file(path, &text)
     }
 
     /// Reads the status at `path`; None when there is none (yet) or it is unreadable.
@@ -84,6 +69,27 @@ impl RunStatus {
         let text = std::fs::read(path).ok()?;
         serde_json::from_slice(&text).ok()
     }
+}
+
+/// Replaces the file at `path` with `content` (mode 0600), through a temporary file
+/// beside it renamed over it: a reader sees the old content or the new, never a mix.
+pub fn replace_file(path: &Path, content: &[u8]) -> io::Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+    let mut temporary_name = std::ffi::OsString::from(".");
+    temporary_name.push(name);
+    temporary_name.push(".tmp");
+    let temporary = path.with_file_name(temporary_name);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)?;
+    file.write_all(content)?;
+    file.sync_data()?;
+    std::fs::rename(&temporary, path)
 }
 
 #[cfg(test)]
