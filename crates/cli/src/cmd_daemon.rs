@@ -27,6 +27,17 @@ pub struct DaemonArgs {
     /// Seconds an ended sandbox's record and log are kept.
     #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
     keep_ended: u64,
+    /// A profile clients may ask for (repeatable; a built-in name or a file). Only
+    /// `untrusted` when not given.
+    #[arg(long = "profile", value_name = "NAME|FILE")]
+    profiles: Vec<String>,
+    /// A directory clients may name policy files in (repeatable; default
+    /// /etc/moat/policies). moat reads them as root.
+    #[arg(long = "policy-dir", value_name = "DIR")]
+    policy_dirs: Vec<PathBuf>,
+    /// A directory homes must be in (repeatable); any home moat run accepts when not given.
+    #[arg(long = "home-root", value_name = "DIR")]
+    home_roots: Vec<PathBuf>,
 }
 
 /// Runs `moat daemon`; returns moat's exit status.
@@ -54,6 +65,19 @@ pub fn run(args: DaemonArgs) -> i32 {
         group: args.group,
         keep_ended: Duration::from_secs(args.keep_ended),
         moat,
+        admission: moat_daemon::Admission {
+            profiles: if args.profiles.is_empty() {
+                vec!["untrusted".into()]
+            } else {
+                args.profiles
+            },
+            policy_dirs: if args.policy_dirs.is_empty() {
+                vec!["/etc/moat/policies".into()]
+            } else {
+                args.policy_dirs
+            },
+            home_roots: args.home_roots,
+        },
     };
     match runtime.block_on(moat_daemon::serve(config)) {
         Ok(()) => 0,

@@ -32,6 +32,7 @@ struct Lab {
     netns: String,
     dir: tempfile::TempDir,
     daemon: Option<Child>,
+    daemon_options: Vec<String>,
 }
 
 impl Lab {
@@ -65,6 +66,7 @@ impl Lab {
                 .tempdir()
                 .unwrap(),
             daemon: None,
+            daemon_options: Vec::new(),
         };
         lab.in_netns("ip")
             .args(["link", "set", "lo", "up"])
@@ -98,6 +100,7 @@ impl Lab {
             .arg(self.socket())
             .arg("--state-dir")
             .arg(self.state())
+            .args(&self.daemon_options)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -287,6 +290,16 @@ fn bad_requests_get_a_reason_and_create_nothing() {
         assert!(
             error.contains(reason),
             "{body}: expected {reason:?} in {error:?}"
+        );
+    }
+    // A home that holds the daemon's own state or socket is refused.
+    for home in [lab.dir.path().to_path_buf(), lab.state().join("sandboxes")] {
+        let body = serde_json::json!({"command": ["true"], "home": home}).to_string();
+        let (status, answer) = lab.json("POST", "/v1/sandboxes", &body);
+        assert_eq!(status, 400, "{}: {answer}", home.display());
+        assert!(
+            answer["error"].as_str().unwrap().contains("overlaps"),
+            "{answer}"
         );
     }
     let (status, list) = lab.json("GET", "/v1/sandboxes", "");
@@ -525,7 +538,47 @@ fn races_and_hostile_requests_change_nothing_they_should_not() {
     let Some(mut lab) = Lab::new("hostile") else {
         return;
     };
+    // Homes apart from the daemon's socket and state, which they may not share.
+    let home_scratch = common::Scratch::new();
+    let homes = home_scratch.join("homes");
+    let policies = lab.dir.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    lab.daemon_options = vec![
+        "--home-root".into(),
+        homes.display().to_string(),
+        "--policy-dir".into(),
+        policies.display().to_string(),
+    ];
     lab.start_daemon();
+
+    // Only what the administrator allows: profiles, policy files, home roots.
+    let profile_file = lab.dir.path().join("open.toml");
+    std::fs::write(&profile_file, "name = \"open\"\n").unwrap();
+    let refused = [
+        serde_json::json!({"command": ["true"], "profile": profile_file}),
+        serde_json::json!({"command": ["true"], "policies": ["/etc/shadow"]}),
+        serde_json::json!({"command": ["true"], "policies": [policies.join("../open.toml")]}),
+        serde_json::json!({"command": ["true"], "home": "/srv/elsewhere/alice"}),
+    ];
+    for body in refused {
+        let (status, answer) = lab.json("POST", "/v1/sandboxes", &body.to_string());
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains("moat daemon --"),
+            "{answer}"
+        );
+        assert!(
+            !answer.to_string().contains("root:"),
+            "nothing of the file is echoed: {answer}"
+        );
+    }
+    // Control: a home under the root is accepted.
+    let body = serde_json::json!({"command": ["true"], "home": homes.join("alice")});
+    let (status, answer) = lab.json("POST", "/v1/sandboxes", &body.to_string());
+    assert_eq!(status, 201, "control: {answer}");
+    lab.wait_for(answer["id"].as_str().unwrap(), "ended", |r| {
+        r["state"] == "exited"
+    });
 
     // A stop that arrives while the sandbox is still being created.
     let socket = lab.socket();
@@ -555,16 +608,6 @@ fn races_and_hostile_requests_change_nothing_they_should_not() {
     );
     assert_eq!(leftovers(&id), Vec::<String>::new());
 
-    // A home that holds the daemon's own state or socket is refused.
-    for home in [lab.dir.path().to_path_buf(), lab.state().join("sandboxes")] {
-        let body = serde_json::json!({"command": ["true"], "home": home}).to_string();
-        let (status, answer) = lab.json("POST", "/v1/sandboxes", &body);
-        assert_eq!(status, 400, "{}: {answer}", home.display());
-        assert!(
-            answer["error"].as_str().unwrap().contains("overlaps"),
-            "{answer}"
-        );
-    }
     // A malformed env is refused without its value echoed.
     let (status, answer) = lab.json(
         "POST",

@@ -34,6 +34,21 @@ pub struct Config {
     pub keep_ended: Duration,
     /// The moat binary that runs sandboxes.
     pub moat: PathBuf,
+    /// What requests may ask for.
+    pub admission: Admission,
+}
+
+/// What the daemon's clients may ask for beyond the request's own checks: whoever can
+/// open the socket starts code as root's guest, so the choices that widen a sandbox or
+/// touch the host are the administrator's.
+#[derive(Debug, Clone, Default)]
+pub struct Admission {
+    /// Profiles a request may name (names of built-in profiles or files).
+    pub profiles: Vec<String>,
+    /// Directories policy files must be in (moat run reads them as root).
+    pub policy_dirs: Vec<PathBuf>,
+    /// Directories homes must be in; any home moat run accepts when empty.
+    pub home_roots: Vec<PathBuf>,
 }
 
 /// The daemon could not start or serve.
@@ -89,7 +104,13 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     let events_path = config.state_dir.join("events.jsonl");
     let events = events::Events::open(&events_path)
         .map_err(path_error("cannot open the event log", &events_path))?;
-    let daemon = Daemon::new(store, events, config.moat.clone(), config.socket.clone());
+    let daemon = Daemon::new(
+        store,
+        events,
+        config.moat.clone(),
+        config.socket.clone(),
+        config.admission.clone(),
+    );
     let adopted = daemon.recover().await;
     tracing::info!("re-attached to {adopted} running sandbox(es)");
 

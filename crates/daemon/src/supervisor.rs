@@ -75,6 +75,7 @@ pub struct Daemon {
     sandboxes: Mutex<BTreeMap<String, Entry>>,
     moat: PathBuf,
     socket: PathBuf,
+    admission: crate::Admission,
     shutdown: watch::Sender<bool>,
 }
 
@@ -150,7 +151,13 @@ fn moat_error(stderr: &[u8]) -> String {
 impl Daemon {
     /// A daemon keeping its state in `store`, serving on `socket`, starting sandboxes with
     /// the `moat` binary.
-    pub fn new(store: Store, events: Events, moat: PathBuf, socket: PathBuf) -> Arc<Daemon> {
+    pub fn new(
+        store: Store,
+        events: Events,
+        moat: PathBuf,
+        socket: PathBuf,
+        admission: crate::Admission,
+    ) -> Arc<Daemon> {
         Arc::new(Daemon {
             store,
             events,
@@ -158,6 +165,7 @@ impl Daemon {
             sandboxes: Mutex::new(BTreeMap::new()),
             moat,
             socket,
+            admission,
             shutdown: watch::channel(false).0,
         })
     }
@@ -253,6 +261,7 @@ impl Daemon {
 
     async fn create_now(self: &Arc<Self>, request: CreateRequest) -> Result<Record, Refusal> {
         request.check().map_err(|e| Refusal::Invalid(e.0))?;
+        self.admit(&request)?;
         self.check_home(&request)?;
         let id = random_id();
         let record = Record::new(
@@ -382,6 +391,37 @@ impl Daemon {
                 .await;
         });
         Ok(record)
+    }
+
+    /// What the administrator allows clients to ask for (`moat daemon --profile,
+    /// --policy-dir, --home-root`).
+    fn admit(&self, request: &CreateRequest) -> Result<(), Refusal> {
+        let profile = request.profile.as_deref().unwrap_or("untrusted");
+        if !self.admission.profiles.iter().any(|p| p == profile) {
+            return Err(Refusal::Invalid(format!(
+                "profile {profile:?} is not one this daemon allows (moat daemon --profile): {}",
+                self.admission.profiles.join(", ")
+            )));
+        }
+        let under = |path: &std::path::Path, roots: &[PathBuf]| {
+            let path = resolved(path);
+            roots.iter().any(|root| path.starts_with(resolved(root)))
+        };
+        for policy in &request.policies {
+            if !under(std::path::Path::new(policy), &self.admission.policy_dirs) {
+                return Err(Refusal::Invalid(format!(
+                    "policies: {policy:?} is not in a directory this daemon takes policies from (moat daemon --policy-dir)"
+                )));
+            }
+        }
+        if let (Some(home), false) = (&request.home, self.admission.home_roots.is_empty()) {
+            if !under(std::path::Path::new(home), &self.admission.home_roots) {
+                return Err(Refusal::Invalid(format!(
+                    "home {home:?} is not under a directory this daemon keeps homes in (moat daemon --home-root)"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// A home is given to the sandbox's user: it must not hold or be inside the daemon's

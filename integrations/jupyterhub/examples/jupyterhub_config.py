@@ -1,7 +1,8 @@
 # jupyterhub_config.py: a JupyterHub whose single-user servers run in moat sandboxes.
 #
 # Host prerequisites (see ../README.md):
-#   - `moat daemon --group jupyterhub` running (socket /run/moat/moat.sock, 0660);
+#   - `moat daemon --group jupyterhub --home-root /srv/homes` running (socket
+#     /run/moat/moat.sock, 0660; homes only under /srv/homes);
 #     the hub runs as an unprivileged account in group `jupyterhub`.
 #   - 10.77.0.1/32 on `lo` (the first /30 of moat's address pool is the host's), so
 #     that sandboxes, which see only their own loopback, can reach the hub API.
