@@ -4,6 +4,7 @@
 # medians of RUNS sequential spawns, then CONCURRENT servers asked for at once.
 #
 #   sudo bench/jupyterhub.sh          # RUNS=10 CONCURRENT=20 MOAT=target/release/moat
+#                                     # BENCH_CPU_LIMIT=1.0: MoatSpawner's cpu_limit
 #
 # Installs the Jupyter environment first (scripts/jupyter-env). Everything runs in a
 # throwaway network namespace (the hub API on 10.77.0.1 on its lo); it is removed at the
@@ -25,8 +26,13 @@ die() { echo "jupyterhub.sh: $*" >&2; exit 1; }
 NS=moat-bench-hub-$$
 WORK=$(mktemp -d /var/tmp/moat-bench-hub.XXXXXX)
 chmod 0711 "$WORK"
+DRIVER=
 cleanup() {
     set +e
+    if [[ -n $DRIVER ]]; then
+        kill -TERM "$DRIVER" 2>/dev/null
+        wait "$DRIVER" 2>/dev/null
+    fi
     nsenter --net="/run/netns/$NS" -- "$MOAT" gc --quiet 2>/dev/null
     ip netns del "$NS" 2>/dev/null
     rm -rf "$WORK"
@@ -38,8 +44,13 @@ ip -n "$NS" link set lo up
 ip -n "$NS" addr add 10.77.0.1/32 dev lo
 
 echo "moat: $MOAT; $RUNS sequential spawns and $CONCURRENT at once per spawner" >&2
+# In the background, so that a signal to this script reaches the driver at once.
 nsenter --net="/run/netns/$NS" -- "$ENV_DIR/venv/bin/python" "$BENCH_DIR/jupyterhub_bench.py" \
-    "$WORK" "$MOAT" "$ENV_DIR" "$RUNS" "$CONCURRENT" | tee "$WORK/results.jsonl" >&2
+    "$WORK" "$MOAT" "$ENV_DIR" "$RUNS" "$CONCURRENT" >"$WORK/results.jsonl" &
+DRIVER=$!
+wait "$DRIVER"
+DRIVER=
+cat "$WORK/results.jsonl" >&2
 
 "$ENV_DIR/venv/bin/python" - "$WORK/results.jsonl" "$RUNS" "$CONCURRENT" <<'PY'
 import json, sys

@@ -27,6 +27,8 @@ import urllib.request
 
 HUB = "http://127.0.0.1:8000/hub/api"
 LOCAL_PORT = 9999  # one server at a time in the sequential runs
+# MoatSpawner's cpu_limit (BENCH_CPU_LIMIT=none: no CPU quota, like the local spawner).
+CPU_LIMIT = {"none": "None"}.get(os.environ.get("BENCH_CPU_LIMIT", "1.0"), os.environ.get("BENCH_CPU_LIMIT", "1.0"))
 
 
 def api(token, method, path, body=None):
@@ -130,7 +132,7 @@ c.JupyterHub.spawner_class = "moat"
 c.MoatSpawner.socket_path = "{work}/run/moat.sock"
 c.MoatSpawner.home_root = "{work}/homes"
 c.Spawner.mem_limit = "1G"
-c.Spawner.cpu_limit = 1.0
+c.Spawner.cpu_limit = {CPU_LIMIT}
 """
     else:
         # JupyterHub's local-process spawner without system accounts: every server runs
@@ -241,6 +243,12 @@ def run_hub(work, env_dir, spawner, runs, concurrent, proxy_token):
 
 
 def main():
+    # SIGTERM ends the run as Ctrl-C does: through the finally blocks that stop the
+    # hub, the proxy and the daemon.
+    def interrupted(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
     work, moat, env_dir, runs, concurrent = sys.argv[1:6]
     runs, concurrent = int(runs), int(concurrent)
     proxy_token = secrets.token_hex(16)
