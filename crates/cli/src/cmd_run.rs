@@ -1,6 +1,5 @@
 //! `moat run`: compile the request into a plan, then run it (or print it with --dry-run).
 
-use std::io::Read;
 use std::path::PathBuf;
 
 use clap::Args;
@@ -107,18 +106,6 @@ pub struct RunArgs {
     /// The command to run and its arguments.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     command: Vec<String>,
-}
-
-fn random_id() -> String {
-    let mut bytes = [0u8; 8];
-    let filled = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
-    if filled.is_err() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        bytes = (nanos as u64 ^ u64::from(std::process::id())).to_le_bytes();
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Parses an --env-file: KEY=VALUE lines; blank lines and `#` comments are skipped. The
@@ -245,7 +232,10 @@ impl Outcome {
 
 /// Runs `moat run`; returns moat's exit status.
 pub fn run(args: RunArgs) -> i32 {
-    let id = args.id.clone().unwrap_or_else(random_id);
+    let id = args
+        .id
+        .clone()
+        .unwrap_or_else(moat_sandbox::process::new_sandbox_id);
     // From here on, SIGTERM and the other forwarded signals wait for the sandbox (or for
     // the end) instead of killing moat half-way through a set-up or clean-up.
     if let Err(err) = moat_sandbox::run::block_supervised_signals() {

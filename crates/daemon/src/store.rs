@@ -220,29 +220,6 @@ impl Store {
     }
 }
 
-/// The start time of process `pid` (field 22 of /proc/PID/stat), if it exists.
-pub fn process_start(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: count fields after the last ')'.
-    let after = &stat[stat.rfind(')')? + 2..];
-    after.split_whitespace().nth(19)?.parse().ok()
-}
-
-/// Whether `pid` is still the process that started at `start` (not a reused pid), and
-/// has not exited (a zombie counts as gone).
-pub fn is_same_process(pid: u32, start: u64) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let Some(close) = stat.rfind(')') else {
-        return false;
-    };
-    let mut fields = stat[close + 2..].split_whitespace();
-    let state = fields.next();
-    let started = fields.nth(18).and_then(|f| f.parse::<u64>().ok());
-    state != Some("Z") && started == Some(start)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,14 +244,5 @@ mod tests {
         store.remove("abc").unwrap();
         store.remove("abc").unwrap();
         assert!(store.load_all().0.is_empty());
-    }
-
-    #[test]
-    fn a_process_is_told_from_a_reused_pid() {
-        let me = std::process::id();
-        let start = process_start(me).unwrap();
-        assert!(is_same_process(me, start));
-        assert!(!is_same_process(me, start + 1), "another start time");
-        assert!(!is_same_process(u32::MAX - 1, start), "no such process");
     }
 }

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use crate::events::{AlertTail, Events};
 use crate::metrics::Metrics;
 use crate::request::CreateRequest;
-use crate::store::{self, now, Record, State, Store};
+use crate::store::{now, Record, State, Store};
 
 /// A sandbox's log is emptied (with a note saying so) once it passes this size, so a
 /// workload printing without end cannot fill the host's disk.
@@ -59,7 +59,7 @@ impl Supervisor {
                 let _ = child.wait().await;
             }
             Supervisor::Adopted { pid, start } => {
-                while store::is_same_process(*pid, *start) {
+                while moat_sandbox::process::is_alive(*pid, *start) {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
@@ -79,10 +79,8 @@ pub struct Daemon {
     shutdown: watch::Sender<bool>,
 }
 
-/// `path` made absolute and free of `.`/`..`, resolved through symlinks as far as it
-/// exists.
+/// `path` resolved through symlinks as far as it exists, and free of `.`/`..`.
 fn resolved(path: &std::path::Path) -> PathBuf {
-    use std::path::Component;
     let mut existing = path.to_path_buf();
     let mut rest = Vec::new();
     while !existing.exists() {
@@ -98,32 +96,7 @@ fn resolved(path: &std::path::Path) -> PathBuf {
     for name in rest.into_iter().rev() {
         out.push(name);
     }
-    let mut clean = PathBuf::new();
-    for component in out.components() {
-        match component {
-            Component::ParentDir => {
-                clean.pop();
-            }
-            Component::CurDir => {}
-            other => clean.push(other),
-        }
-    }
-    clean
-}
-
-fn random_id() -> String {
-    use std::io::Read;
-    let mut bytes = [0u8; 8];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .is_err()
-    {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        bytes = (nanos as u64).to_le_bytes();
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    moat_policy::lexically_normal(&out)
 }
 
 /// What moat printed about a failure: its `moat: ` lines (warnings aside), or clap's
@@ -263,7 +236,7 @@ impl Daemon {
         request.check().map_err(|e| Refusal::Invalid(e.0))?;
         self.admit(&request)?;
         self.check_home(&request)?;
-        let id = random_id();
+        let id = moat_sandbox::process::new_sandbox_id();
         let record = Record::new(
             id.clone(),
             request.name.clone(),
@@ -370,7 +343,7 @@ impl Daemon {
             }
         };
         let pid = child.id().unwrap_or(0);
-        let start = store::process_start(pid);
+        let start = moat_sandbox::process::start_ticks(pid);
         let record = self
             .update(&id, |r| {
                 r.pid = Some(pid);
@@ -703,7 +676,7 @@ impl Daemon {
             record = self.find(&id)?;
         }
         let supervisor = match (record.pid, record.pid_start) {
-            (Some(pid), Some(start)) if store::is_same_process(pid, start) => Some(pid),
+            (Some(pid), Some(start)) if moat_sandbox::process::is_alive(pid, start) => Some(pid),
             _ => None,
         };
         if let Some(pid) = supervisor {
@@ -726,7 +699,7 @@ impl Daemon {
                 if let Some(pid) = supervisor {
                     if record
                         .pid_start
-                        .is_some_and(|start| store::is_same_process(pid, start))
+                        .is_some_and(|start| moat_sandbox::process::is_alive(pid, start))
                     {
                         let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
                     }
@@ -824,13 +797,13 @@ impl Daemon {
                         .any(|w| w[0] == "--id" && w[1] == record.id);
                     if ours {
                         record.pid = Some(status.pid);
-                        record.pid_start = store::process_start(status.pid);
+                        record.pid_start = moat_sandbox::process::start_ticks(status.pid);
                     }
                 }
             }
             let alive = match (record.pid, record.pid_start) {
                 (Some(pid), Some(start)) => {
-                    store::is_same_process(pid, start).then_some((pid, start))
+                    moat_sandbox::process::is_alive(pid, start).then_some((pid, start))
                 }
                 _ => None,
             };

@@ -602,9 +602,9 @@ fn landlock(profile: &Profile, filesystem: &FilesystemPlan) -> LandlockPlan {
     }
 }
 
-/// Resolves `.` and `..` without touching the filesystem (symlinks are checked at apply
-/// time, where the path is opened).
-fn lexically_normal(path: &Path) -> PathBuf {
+/// Resolves `.` and `..` of an absolute path without touching the filesystem (symlinks
+/// are checked at apply time, where the path is opened).
+pub fn lexically_normal(path: &Path) -> PathBuf {
     let mut out = PathBuf::from("/");
     for component in path.components() {
         match component {

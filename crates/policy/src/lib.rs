@@ -16,7 +16,7 @@ mod request;
 mod seccomp;
 mod units;
 
-pub use compile::{compile, CompileError, HostFacts};
+pub use compile::{compile, lexically_normal, CompileError, HostFacts};
 pub use network::{
     parse_egress, parse_rate, plan_network, NetworkError, NetworkRequest, NetworkSettings,
     ALWAYS_CLOSED,

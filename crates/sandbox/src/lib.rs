@@ -15,6 +15,7 @@ pub mod landlock;
 pub mod oom;
 pub mod paths;
 pub mod privileges;
+pub mod process;
 pub mod record;
 pub mod rootfs;
 pub mod run;

@@ -32,7 +32,7 @@ impl SandboxRecord {
         Self {
             id: id.to_string(),
             owner_pid: i32::try_from(pid).unwrap_or(-1),
-            owner_start_ticks: start_ticks(pid).unwrap_or(0),
+            owner_start_ticks: crate::process::start_ticks(pid).unwrap_or(0),
             id_slot: None,
             id_slot_persistent: false,
             address: None,
@@ -42,33 +42,19 @@ impl SandboxRecord {
     /// Whether the owning moat process still runs.
     pub fn owner_alive(&self) -> bool {
         u32::try_from(self.owner_pid)
-            .ok()
-            .and_then(start_ticks)
-            .is_some_and(|ticks| ticks == self.owner_start_ticks)
+            .is_ok_and(|pid| crate::process::is_alive(pid, self.owner_start_ticks))
     }
 
     /// Saves the record in `dir`.
     pub fn save(&self, dir: &Path) -> std::io::Result<()> {
-        let tmp = dir.join("record.json.tmp");
-        fs::write(
-            &tmp,
-            serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?,
-        )?;
-        fs::rename(tmp, dir.join("record.json"))
+        let text = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        crate::status::replace_file(&dir.join("record.json"), &text)
     }
 
     /// Loads the record of `dir`, if any.
     pub fn load(dir: &Path) -> Option<Self> {
         serde_json::from_slice(&fs::read(dir.join("record.json")).ok()?).ok()
     }
-}
-
-/// Field 22 of /proc/PID/stat.
-fn start_ticks(pid: u32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces and parentheses: fields start after the last ')'.
-    let after_name = &stat[stat.rfind(')')? + 2..];
-    after_name.split_whitespace().nth(19)?.parse().ok()
 }
 
 #[cfg(test)]
