@@ -647,3 +647,68 @@ fn races_and_hostile_requests_change_nothing_they_should_not() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("were dropped"), "the cut is announced");
 }
+
+/// The daemon runs in its own network namespace here, as it may in production: a
+/// sandbox's policy alerts must still arrive (the kernel's audit lives in the initial
+/// namespace only), reach the event stream and the metrics, and not hold up the exit.
+#[test]
+fn policy_alerts_reach_the_event_stream_from_a_namespaced_daemon() {
+    let Some(mut lab) = Lab::new("alerts") else {
+        return;
+    };
+    let policies = lab.dir.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    let policy = policies.join("no-os-release.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorPolicy\nmetadata:\n  name: no-os-release\nspec:\n  selector:\n    matchLabels: {}\n  action: Block\n  file:\n    matchPaths:\n      - path: /usr/lib/os-release\n",
+    )
+    .unwrap();
+    lab.daemon_options = vec!["--policy-dir".into(), policies.display().to_string()];
+    lab.start_daemon();
+    let mut ids = Vec::new();
+    for (name, policies) in [("blocked", vec![policy.clone()]), ("control", vec![])] {
+        let body = serde_json::json!({
+            "name": name,
+            "command": ["cat", "/usr/lib/os-release"],
+            "policies": policies,
+        });
+        let (status, created) = lab.json("POST", "/v1/sandboxes", &body.to_string());
+        assert_eq!(status, 201, "{created}");
+        let asked = Instant::now();
+        let ended = lab.wait_for(name, "ended", |r| r["state"] == "exited");
+        assert!(
+            asked.elapsed() < Duration::from_secs(5),
+            "{name} took {:?}: the alert reader waited for a drain that cannot come",
+            asked.elapsed()
+        );
+        ids.push((
+            name,
+            ended["id"].as_str().unwrap().to_string(),
+            ended["exit_code"].clone(),
+        ));
+    }
+    assert_eq!(ids[0].2, 1, "the policy blocked the read");
+    assert_eq!(ids[1].2, 0, "control: without it, the read works");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let alert = loop {
+        let events = std::fs::read_to_string(lab.state().join("events.jsonl")).unwrap();
+        let found = events
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|e| e["PolicyName"] == "no-os-release");
+        if found.is_some() || Instant::now() > deadline {
+            break found;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let alert = alert.expect("the Block alert reached the daemon's event stream");
+    assert_eq!(alert["ContainerID"], ids[0].1.as_str(), "{alert}");
+    assert_eq!(alert["Action"], "Block", "{alert}");
+    assert_eq!(alert["Resource"], "/usr/lib/os-release", "{alert}");
+    let (_, metrics) = lab.request("GET", "/metrics", "");
+    assert!(
+        metrics.contains("moat_alerts_total{action=\"Block\"} 1"),
+        "{metrics}"
+    );
+}
