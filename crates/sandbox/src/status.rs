@@ -73,6 +73,8 @@ impl RunStatus {
 
 /// Replaces the file at `path` with `content` (mode 0600), through a temporary file
 /// beside it renamed over it: a reader sees the old content or the new, never a mix.
+/// No fsync: what this guards against is a process dying half-way (the page cache
+/// survives it); a machine that loses power loses its sandboxes too.
 pub fn replace_file(path: &Path, content: &[u8]) -> io::Result<()> {
     let name = path
         .file_name()
@@ -88,7 +90,6 @@ pub fn replace_file(path: &Path, content: &[u8]) -> io::Result<()> {
         .mode(0o600)
         .open(&temporary)?;
     file.write_all(content)?;
-    file.sync_data()?;
     std::fs::rename(&temporary, path)
 }
 
