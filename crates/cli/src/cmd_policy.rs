@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use moat_policy::kubearmor::{check_text, Diagnostic, Level};
+use moat_policy::enforce::{ListMode, NetworkRules};
+use moat_policy::kubearmor::{check_text, Action, Diagnostic, Level};
 
 use crate::exit::print_stdout;
 
@@ -54,7 +55,7 @@ pub fn run(command: PolicyCommand) -> i32 {
 }
 
 fn explain(args: &ExplainArgs) -> i32 {
-    use moat_policy::enforce::{plan_policies, selects, ListMode, PathRules};
+    use moat_policy::enforce::{plan_policies, selects, PathRules};
     let profile = match moat_policy::Profile::load(&args.profile) {
         Ok((profile, _)) => profile,
         Err(err) => {
@@ -163,18 +164,14 @@ fn explain(args: &ExplainArgs) -> i32 {
         "Landlock grants file access here only",
         &mut out,
     );
-    match &plan.allowed_protocols {
-        Some(allowed) => out.push(format!("network: ALLOW-LIST mode: only {} sockets (and unix sockets); the seccomp filter refuses the rest", allowed.join(", "))),
-        None if plan.blocked_protocols.is_empty() => out.push("network: block-list mode: the profile's protocols (tcp, udp, icmp; raw always closed)".into()),
-        None => out.push(format!("network: block-list mode: the seccomp filter refuses {} sockets", plan.blocked_protocols.join(", "))),
-    }
+    describe_network(&plan.network, &mut out);
     out.push(format!(
         "capabilities: {} rule(s), satisfied: the {} profile holds no capability at all",
         plan.capability_rules, profile.name
     ));
     if plan.audit_rules > 0 {
         out.push(format!(
-            "audit: {} Audit rule(s) accepted; their alerts are not produced yet",
+            "audit: {} file or process Audit rule(s) accepted; their alerts are not produced yet",
             plan.audit_rules
         ));
     }
@@ -185,6 +182,59 @@ fn explain(args: &ExplainArgs) -> i32 {
         print_stdout(&line);
     }
     0
+}
+
+/// The network lines of `explain`: the mode of sockets and of connections, and each rule.
+fn describe_network(rules: &NetworkRules, out: &mut Vec<String>) {
+    const BPF: &str = "cgroup-BPF on the sandbox's cgroup";
+    match rules.protocol_mode() {
+        ListMode::AllowList => out.push(format!(
+            "network protocols: ALLOW-LIST mode: only the allowed protocols' sockets (and unix sockets); any other is refused with an alert (default posture) by {BPF} (sock_create)"
+        )),
+        ListMode::BlockList if rules.protocols.is_empty() => out.push(
+            "network protocols: block-list mode: the profile's protocols (tcp, udp, icmp; raw always closed by seccomp)".into(),
+        ),
+        ListMode::BlockList => out.push(format!(
+            "network protocols: block-list mode: the profile's protocols minus the Block rules, by {BPF} (sock_create)"
+        )),
+    }
+    for rule in &rules.protocols {
+        out.push(format!(
+            "  {:?} {} [{}]{}",
+            rule.action,
+            rule.protocol,
+            rule.label.policy,
+            if rule.protocol == "raw" || rule.protocol == "all" {
+                " (raw sockets are refused earlier, by seccomp, without an alert)"
+            } else {
+                ""
+            }
+        ));
+    }
+    match rules.address_mode() {
+        ListMode::AllowList => out.push(format!(
+            "network destinations: ALLOW-LIST mode: connections and datagrams only to the allowed destinations; any other is refused with an alert (default posture) by {BPF} (connect4/6, sendmsg4/6)"
+        )),
+        ListMode::BlockList if rules.addresses.is_empty() => out.push(
+            "network destinations: what the profile's network wall allows (see docs/network.md)".into(),
+        ),
+        ListMode::BlockList => out.push(format!(
+            "network destinations: block-list mode: what the network wall allows minus the Block rules, by {BPF} (connect4/6, sendmsg4/6; IPv4-mapped IPv6 addresses meet the IPv4 rules)"
+        )),
+    }
+    for rule in &rules.addresses {
+        out.push(format!(
+            "  {:?} {} [{}]",
+            rule.action,
+            moat_policy::sockrules::describe(rule),
+            rule.label.policy
+        ));
+    }
+    if rules.protocols.iter().any(|r| r.action == Action::Audit)
+        || rules.addresses.iter().any(|r| r.action == Action::Audit)
+    {
+        out.push("  Audit rules let the operation through and write an alert (--alerts)".into());
+    }
 }
 
 fn check(args: &CheckArgs) -> i32 {

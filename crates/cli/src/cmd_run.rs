@@ -307,7 +307,7 @@ fn run_sandbox(args: &RunArgs, id: &str) -> Outcome {
     }
     if plan.policy.audit_rules > 0 {
         eprintln!(
-            "moat: warning: {} Audit rule(s) are accepted but produce no alert yet",
+            "moat: warning: {} file or process Audit rule(s) are accepted but produce no alert yet",
             plan.policy.audit_rules
         );
     }
@@ -333,10 +333,22 @@ fn run_sandbox(args: &RunArgs, id: &str) -> Outcome {
                 if let Some(error) = &alerts.error {
                     eprintln!("moat: warning: alerts: {error}");
                 }
-                if alerts.kernel_lost > 0 || alerts.socket_overflows > 0 {
+                if alerts.kernel_lost > 0 || alerts.socket_overflows > 0 || alerts.events_missed > 0
+                {
                     eprintln!(
-                        "moat: warning: alerts may be incomplete: {} record(s) dropped by the kernel, {} reader overflow(s) (a SystemEvent alert says so)",
-                        alerts.kernel_lost, alerts.socket_overflows
+                        "moat: warning: alerts may be incomplete: {} record(s) dropped by the kernel, {} reader overflow(s), {} audit event(s) not received (a SystemEvent alert says so)",
+                        alerts.kernel_lost, alerts.socket_overflows, alerts.events_missed
+                    );
+                }
+            }
+            if let Some(alerts) = &report.socket_alerts {
+                if let Some(error) = &alerts.error {
+                    eprintln!("moat: warning: network alerts: {error}");
+                }
+                if alerts.lost > 0 {
+                    eprintln!(
+                        "moat: warning: network alerts may be incomplete: the ring buffer had no room for {} event(s) (a SystemEvent alert says so)",
+                        alerts.lost
                     );
                 }
             }

@@ -267,6 +267,148 @@ fn protocol_block_and_process_allow_list() {
     assert_eq!(control.stdout.trim(), "0");
 }
 
+/// Inside a loopback-only sandbox: listeners on 7001-7003, then a TCP connection to each
+/// (and one through an IPv4-mapped IPv6 address to 7001); prints `port:errno` (0: ok).
+const CONNECT_PROBE: &str = "import socket
+listeners = []
+for port in (7001, 7002, 7003):
+    l = socket.socket(); l.bind(('127.0.0.1', port)); l.listen(); listeners.append(l)
+def attempt(family, address):
+    s = socket.socket(family)
+    try:
+        s.connect(address); return 0
+    except OSError as e:
+        return e.errno
+for port in (7001, 7002, 7003):
+    print(f'{port}:{attempt(socket.AF_INET, (\"127.0.0.1\", port))}')
+print(f'mapped:{attempt(socket.AF_INET6, (\"::ffff:127.0.0.1\", 7001))}')
+";
+
+#[test]
+fn destination_rules_block_audit_and_allow_with_alerts() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let rules = policy_file(
+        &scratch,
+        "destinations.yaml",
+        "  network:\n    matchAddresses:\n      - cidr: 127.0.0.1/32\n        ports: [7001]\n        protocol: tcp\n        severity: 8\n        tags: [exfiltration]\n        message: port 7001 is closed\n        action: Block\n      - cidr: 127.0.0.0/8\n        ports: [\"7002-7002\"]\n        action: Audit\n",
+    );
+    let alerts = scratch.join("net.jsonl");
+    let id = test_id("netpolicy");
+    let ran = run(
+        &[
+            "--id",
+            &id,
+            "--policy",
+            &rules,
+            "--label",
+            "team=blue",
+            "--alerts",
+            alerts.to_str().unwrap(),
+        ],
+        &["python3", "-c", CONNECT_PROBE],
+    );
+    assert_eq!(
+        ran.stdout.lines().collect::<Vec<_>>(),
+        ["7001:1", "7002:0", "7003:0", "mapped:1"],
+        "7001 and its IPv4-mapped form EPERM, 7002 audited, 7003 untouched: {}",
+        ran.stderr
+    );
+    let control = run(&[], &["python3", "-c", CONNECT_PROBE]);
+    assert_eq!(
+        control.stdout.lines().collect::<Vec<_>>(),
+        ["7001:0", "7002:0", "7003:0", "mapped:0"],
+        "control, without the policy: {}",
+        control.stderr
+    );
+    assert_eq!(
+        leftovers(&id),
+        Vec::<String>::new(),
+        "the socket cgroup is removed"
+    );
+
+    let found = alerts_in(&alerts);
+    let network: Vec<&serde_json::Value> = found
+        .iter()
+        .filter(|a| a["Operation"] == "Network")
+        .collect();
+    assert_eq!(network.len(), 3, "{found:#?}");
+    let block = network[0];
+    assert_eq!(block["PolicyName"], "destinations");
+    assert_eq!(
+        block["Resource"],
+        "remoteip=127.0.0.1 port=7001 protocol=TCP"
+    );
+    assert_eq!(block["Severity"], "8");
+    assert_eq!(block["Tags"], "exfiltration");
+    assert_eq!(block["Message"], "port 7001 is closed");
+    assert_eq!(block["Labels"], "team=blue");
+    assert_eq!(block["ContainerID"], id.as_str());
+    assert_eq!(
+        (
+            block["Action"].as_str(),
+            block["Result"].as_str(),
+            block["Enforcer"].as_str()
+        ),
+        (Some("Block"), Some("Permission denied"), Some("cgroup-BPF"))
+    );
+    assert_eq!(block["UID"], 1000);
+    assert!(
+        block["PID"].as_i64().unwrap() > 1,
+        "the pid inside the sandbox"
+    );
+    assert!(block["HostPID"].as_i64().unwrap() > block["PID"].as_i64().unwrap());
+    assert!(block["ProcessName"].as_str().unwrap().contains("python3"));
+    let audit = network[1];
+    assert_eq!(
+        audit["Resource"],
+        "remoteip=127.0.0.1 port=7002 protocol=TCP"
+    );
+    assert_eq!(
+        (audit["Action"].as_str(), audit["Result"].as_str()),
+        (Some("Audit"), Some("Passed"))
+    );
+    assert_eq!(
+        network[2]["Resource"], "remoteip=127.0.0.1 port=7001 protocol=TCP",
+        "the mapped address"
+    );
+
+    // Allow-list mode: only 7002; the rest falls to the default posture, block.
+    let allow = policy_file(
+        &scratch,
+        "only-7002.yaml",
+        "  network:\n    matchAddresses:\n      - cidr: 127.0.0.1/32\n        ports: [7002]\n        action: Allow\n",
+    );
+    let posture = scratch.join("posture.jsonl");
+    let ran = run(
+        &[
+            "--policy",
+            &allow,
+            "--label",
+            "team=blue",
+            "--alerts",
+            posture.to_str().unwrap(),
+        ],
+        &["python3", "-c", CONNECT_PROBE],
+    );
+    assert_eq!(
+        ran.stdout.lines().collect::<Vec<_>>(),
+        ["7001:1", "7002:0", "7003:1", "mapped:1"],
+        "{}",
+        ran.stderr
+    );
+    let denied: Vec<serde_json::Value> = alerts_in(&posture)
+        .into_iter()
+        .filter(|a| a["Operation"] == "Network")
+        .collect();
+    assert_eq!(denied.len(), 3, "{denied:#?}");
+    assert!(denied
+        .iter()
+        .all(|a| a["PolicyName"] == "DefaultPosture" && a["Action"] == "Block"));
+}
+
 #[test]
 fn ten_thousand_rules_apply_and_bad_policies_refuse_the_run() {
     if !require_root() {

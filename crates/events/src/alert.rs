@@ -5,6 +5,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
@@ -120,10 +121,11 @@ impl AlertContext {
     }
 }
 
-/// Appends alerts to a file (created 0600), one JSON object per line.
-#[derive(Debug)]
+/// Appends alerts to a file (created 0600), one JSON object per line. Clones share the
+/// file, so every enforcer's reader can write to it; each alert is one whole line.
+#[derive(Debug, Clone)]
 pub struct AlertWriter {
-    file: BufWriter<File>,
+    file: Arc<Mutex<BufWriter<File>>>,
 }
 
 impl AlertWriter {
@@ -138,18 +140,26 @@ impl AlertWriter {
             .mode(0o600)
             .open(path)?;
         Ok(AlertWriter {
-            file: BufWriter::with_capacity(1 << 20, file),
+            file: Arc::new(Mutex::new(BufWriter::with_capacity(1 << 20, file))),
         })
+    }
+
+    fn file(&self) -> std::sync::MutexGuard<'_, BufWriter<File>> {
+        // A writer that panicked mid-line leaves at worst a torn line; keep writing.
+        self.file
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Writes one alert (buffered: call [`AlertWriter::flush`]).
     pub fn write(&mut self, alert: &Alert) -> io::Result<()> {
-        serde_json::to_writer(&mut self.file, alert).map_err(io::Error::other)?;
-        self.file.write_all(b"\n")
+        let mut line = serde_json::to_vec(alert).map_err(io::Error::other)?;
+        line.push(b'\n');
+        self.file().write_all(&line)
     }
 
     /// Writes out what is buffered.
     pub fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
+        self.file().flush()
     }
 }

@@ -326,7 +326,8 @@ fn number(fields: &BTreeMap<String, String>, key: &str) -> i64 {
 }
 
 /// The process id inside the sandbox of a host pid, while the process exists.
-fn inner_pid(host_pid: i64) -> i64 {
+/// The pid of host process `host_pid` in its own pid namespace (0 once it is gone).
+pub fn inner_pid(host_pid: i64) -> i64 {
     std::fs::read_to_string(format!("/proc/{host_pid}/status"))
         .ok()
         .and_then(|status| {

@@ -256,7 +256,6 @@ pub fn compile(
         &request.policy_findings,
         &request.labels,
     )?;
-    let seccomp = restrict_protocols(seccomp, &policy);
     let landlock = landlock(profile, &filesystem);
     let mut filesystem_with_masks = filesystem;
     let landlock = apply_path_policies(landlock, &policy, &mut filesystem_with_masks);
@@ -386,42 +385,6 @@ fn apply_path_policies(
         landlock.writable_exec = false;
     }
     landlock
-}
-
-/// Removes the socket rules of protocols the policies block (or do not allow, in
-/// allow-list mode). Unix sockets are not a network protocol and stay.
-fn restrict_protocols(
-    mut seccomp: SeccompProfile,
-    policy: &crate::enforce::PolicyPlan,
-) -> SeccompProfile {
-    let protocol_of = |rule: &crate::seccomp::ConditionalRule| -> Option<&'static str> {
-        let value = |arg: u8| rule.when.iter().find(|c| c.arg == arg).map(|c| c.value);
-        match (value(0), value(1), value(2)) {
-            (Some(2 | 10), Some(1), _) => Some("tcp"),
-            (Some(2 | 10), Some(2), Some(1)) => Some("icmp"),
-            (Some(10), Some(2), Some(58)) => Some("icmpv6"),
-            (Some(2 | 10), Some(2), _) => Some("udp"),
-            _ => None,
-        }
-    };
-    seccomp.conditional.retain(|rule| {
-        if rule.syscall != "socket" {
-            return true;
-        }
-        let Some(protocol) = protocol_of(rule) else {
-            return true;
-        };
-        let blocked = policy
-            .blocked_protocols
-            .iter()
-            .any(|p| p == protocol || p == "all");
-        let allowed = policy.allowed_protocols.as_ref().is_none_or(|list| {
-            list.iter()
-                .any(|p| p == protocol || p == "all" || (protocol == "icmpv6" && p == "icmp"))
-        });
-        !blocked && allowed
-    });
-    seccomp
 }
 
 fn resources(

@@ -5,15 +5,17 @@
 //! Semantics (docs/policy.md): Block denies what it names. Any Allow rule switches its
 //! resource type (file, process, network) to allow-list mode, and what is not allowed
 //! falls to the default posture, which is **block** in moat (upstream's default, audit,
-//! surprises users). Audit rules are accepted; their alerts are not produced yet, and
-//! moat says so.
+//! surprises users). Network Audit rules produce alerts (cgroup-BPF); file and process
+//! Audit rules are accepted, their alerts are not produced yet, and moat says so.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::kubearmor::{Action, Diagnostic, Labels, Level, LoadedPolicy, PolicyKind, Selector};
+use crate::kubearmor::{
+    parse_cidr, Action, Diagnostic, Labels, Level, LoadedPolicy, PolicyKind, Selector,
+};
 
 /// Whether a resource type is governed by block rules or by an allow list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -69,14 +71,87 @@ pub struct PolicyPlan {
     pub file: PathRules,
     /// Execution.
     pub process: PathRules,
-    /// Socket protocols denied.
-    pub blocked_protocols: Vec<String>,
-    /// Socket protocols allowed (allow-list mode), if any Allow rule names one.
-    pub allowed_protocols: Option<Vec<String>>,
-    /// Audit rules (accepted; alerts are not produced yet).
+    /// Socket rules: protocols and destinations (cgroup-BPF).
+    pub network: NetworkRules,
+    /// File and process Audit rules (accepted; alerts are not produced yet).
     pub audit_rules: usize,
     /// Capability rules: satisfied by the profile (no capabilities at all).
     pub capability_rules: usize,
+}
+
+/// Who wrote a rule and what its alerts carry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RuleLabel {
+    /// The policy that wrote it.
+    pub policy: String,
+    /// Severity (rule, else section, else spec).
+    pub severity: Option<i64>,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Message.
+    pub message: Option<String>,
+}
+
+/// A protocol rule: sockets of `protocol` (tcp, udp, icmp, icmpv6, raw or all).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProtocolRule {
+    /// Lower case.
+    pub protocol: String,
+    /// Allow, Audit or Block.
+    pub action: Action,
+    /// For alerts.
+    pub label: RuleLabel,
+}
+
+/// A destination rule: connections and datagrams to `net` on `ports` over `protocol`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AddressRule {
+    /// The network.
+    pub net: ipnet::IpNet,
+    /// Inclusive port ranges; empty means every port.
+    pub ports: Vec<(u16, u16)>,
+    /// `tcp` or `udp`; `None` for both.
+    pub protocol: Option<String>,
+    /// Allow, Audit or Block.
+    pub action: Action,
+    /// For alerts.
+    pub label: RuleLabel,
+}
+
+/// Network rules of the policies that select a sandbox. Protocols and destinations are
+/// separate resource kinds: an Allow among the protocol rules puts sockets in allow-list
+/// mode, an Allow among the destination rules puts connections in allow-list mode.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct NetworkRules {
+    /// Protocol rules, in policy order.
+    pub protocols: Vec<ProtocolRule>,
+    /// Destination rules, in policy order.
+    pub addresses: Vec<AddressRule>,
+}
+
+impl NetworkRules {
+    /// No rule at all: nothing to attach.
+    pub fn is_empty(&self) -> bool {
+        self.protocols.is_empty() && self.addresses.is_empty()
+    }
+
+    /// Sockets: only allowed protocols may be created.
+    pub fn protocol_mode(&self) -> ListMode {
+        mode_of(self.protocols.iter().map(|r| r.action))
+    }
+
+    /// Connections: only allowed destinations may be reached.
+    pub fn address_mode(&self) -> ListMode {
+        mode_of(self.addresses.iter().map(|r| r.action))
+    }
+}
+
+fn mode_of(mut actions: impl Iterator<Item = Action>) -> ListMode {
+    if actions.any(|a| a == Action::Allow) {
+        ListMode::AllowList
+    } else {
+        ListMode::BlockList
+    }
 }
 
 /// Policies that cannot be applied.
@@ -147,7 +222,6 @@ pub fn plan_policies(
         return Err(EnforceError::Invalid(errors));
     }
     let mut plan = PolicyPlan::default();
-    let mut allowed_protocols: Vec<String> = Vec::new();
     for loaded in policies {
         let policy = &loaded.policy;
         let name = policy.metadata.name.clone();
@@ -233,26 +307,42 @@ pub fn plan_policies(
             plan.audit_rules += section.match_patterns.len();
         }
         if let Some(section) = &spec.network {
-            for rule in &section.match_protocols {
-                let protocol = rule.protocol.to_ascii_lowercase();
-                match action_of([&rule.labels, &section.labels, &spec.labels]) {
-                    Action::Block => plan.blocked_protocols.push(protocol),
-                    Action::Allow => allowed_protocols.push(protocol),
-                    Action::Audit => plan.audit_rules += 1,
+            let label = |levels: [&Labels; 3]| {
+                let (severity, tags, message) = alert_labels(levels);
+                RuleLabel {
+                    policy: name.clone(),
+                    severity,
+                    tags,
+                    message,
                 }
+            };
+            for rule in &section.match_protocols {
+                let levels = [&rule.labels, &section.labels, &spec.labels];
+                plan.network.protocols.push(ProtocolRule {
+                    protocol: rule.protocol.to_ascii_lowercase(),
+                    action: action_of(levels),
+                    label: label(levels),
+                });
+            }
+            for rule in &section.match_addresses {
+                let levels = [&rule.labels, &section.labels, &spec.labels];
+                // Checked already: a policy with a bad cidr or port never gets here.
+                let Ok(net) = parse_cidr(&rule.cidr) else {
+                    continue;
+                };
+                plan.network.addresses.push(AddressRule {
+                    net,
+                    ports: rule.ports.iter().filter_map(|p| p.range().ok()).collect(),
+                    protocol: rule.protocol.as_ref().map(|p| p.to_ascii_lowercase()),
+                    action: action_of(levels),
+                    label: label(levels),
+                });
             }
         }
         if let Some(section) = &spec.capabilities {
             plan.capability_rules += section.match_capabilities.len();
         }
     }
-    if !allowed_protocols.is_empty() {
-        allowed_protocols.sort();
-        allowed_protocols.dedup();
-        plan.allowed_protocols = Some(allowed_protocols);
-    }
-    plan.blocked_protocols.sort();
-    plan.blocked_protocols.dedup();
     Ok(plan)
 }
 
@@ -314,7 +404,9 @@ spec:
             "an Allow rule switches the type to allow-list mode"
         );
         assert!(plan.file.allow[0].read_only);
-        assert_eq!(plan.blocked_protocols, ["udp"]);
+        assert_eq!(plan.network.protocols[0].protocol, "udp");
+        assert_eq!(plan.network.protocols[0].action, Action::Block);
+        assert_eq!(plan.network.protocol_mode(), ListMode::BlockList);
         assert_eq!(plan.capability_rules, 1);
     }
 

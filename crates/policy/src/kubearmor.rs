@@ -3,8 +3,9 @@
 //! error its author sees, never a silent no-op.
 //!
 //! Accepted: `KubeArmorPolicy`, `KubeArmorClusterPolicy`, `KubeArmorHostPolicy`, with
-//! `process`, `file`, `network` (matchProtocols) and `capabilities` sections, matchPaths
-//! and matchDirectories (recursive, readOnly), Allow/Audit/Block, severity, tags and message
+//! `process`, `file`, `network` (matchProtocols, and moat's extension matchAddresses:
+//! CIDR, ports, protocol) and `capabilities` sections, matchPaths and matchDirectories
+//! (recursive, readOnly), Allow/Audit/Block, severity, tags and message
 //! at spec, section and rule level. Unlike upstream there is no 200-character path limit
 //! and no limit on the number of rules. Rules moat cannot enforce (`fromSource`,
 //! `matchPatterns`, `ownerOnly`) are errors for Allow and Block and warnings for Audit.
@@ -240,6 +241,10 @@ pub struct NetworkSection {
     /// Protocols.
     #[serde(default)]
     pub match_protocols: Vec<MatchProtocol>,
+    /// Destinations by CIDR, port and protocol (moat's extension; upstream has
+    /// protocol rules only).
+    #[serde(default)]
+    pub match_addresses: Vec<MatchAddress>,
     /// Defaults for the section's rules.
     #[serde(flatten)]
     pub labels: Labels,
@@ -257,6 +262,98 @@ pub struct MatchProtocol {
     /// Rule-level labels.
     #[serde(flatten)]
     pub labels: Labels,
+}
+
+/// A destination rule (moat's extension): connections and datagrams to `cidr`, on
+/// `ports` (all when empty), over `protocol` (tcp or udp; both when absent).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MatchAddress {
+    /// An IPv4 or IPv6 network, e.g. `169.254.169.254/32` or `2001:db8::/32`.
+    pub cidr: String,
+    /// Ports and ranges: `443`, `"8000-8100"`.
+    #[serde(default)]
+    pub ports: Vec<PortSpec>,
+    /// `tcp` or `udp`.
+    #[serde(default)]
+    pub protocol: Option<String>,
+    /// The rule applies only when the acting process is one of these.
+    #[serde(default)]
+    pub from_source: Vec<Source>,
+    /// Rule-level labels.
+    #[serde(flatten)]
+    pub labels: Labels,
+}
+
+/// A port or a range, as written.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum PortSpec {
+    /// `443`.
+    Number(i64),
+    /// `"443"` or `"8000-8100"`.
+    Text(String),
+}
+
+impl PortSpec {
+    /// The inclusive range it names, or why it names none.
+    pub fn range(&self) -> Result<(u16, u16), String> {
+        let port = |text: &str| -> Result<u16, String> {
+            match text.trim().parse::<u32>() {
+                Ok(n) if (1..=65535).contains(&n) => Ok(n as u16),
+                _ => Err(format!("port {text:?}: expected 1 to 65535")),
+            }
+        };
+        match self {
+            PortSpec::Number(n) => port(&n.to_string()).map(|p| (p, p)),
+            PortSpec::Text(text) => match text.split_once('-') {
+                Some((lo, hi)) => {
+                    let (lo, hi) = (port(lo)?, port(hi)?);
+                    if lo > hi {
+                        return Err(format!(
+                            "port range {text:?}: the first port is above the last"
+                        ));
+                    }
+                    Ok((lo, hi))
+                }
+                None => port(text).map(|p| (p, p)),
+            },
+        }
+    }
+
+    /// As written, for finding it in the source.
+    pub fn text(&self) -> String {
+        match self {
+            PortSpec::Number(n) => n.to_string(),
+            PortSpec::Text(text) => text.clone(),
+        }
+    }
+}
+
+/// `cidr` of a destination rule, or why it is not one. Host bits must be zero, so that
+/// `10.0.0.1/8` (a typo for a /32, or for 10.0.0.0/8) is not silently widened.
+pub fn parse_cidr(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    let net: ipnet::IpNet = match text.parse() {
+        Ok(net) => net,
+        Err(_) => match text.parse::<std::net::IpAddr>() {
+            Ok(addr) => ipnet::IpNet::from(addr),
+            Err(_) => {
+                return Err(format!(
+                    "cidr {text:?}: expected an address or a network such as 192.0.2.0/24 or 2001:db8::/32"
+                ))
+            }
+        },
+    };
+    if net.trunc() != net {
+        return Err(format!(
+            "cidr {text:?} has host bits set: write {} for the network, or {}/{} for the one address",
+            net.trunc(),
+            net.addr(),
+            net.max_prefix_len()
+        ));
+    }
+    Ok(net)
 }
 
 /// `capabilities`.
@@ -609,7 +706,7 @@ impl Checker<'_> {
             Action::Allow | Action::Block => found.push(self.at(
                 needle,
                 Level::Error,
-                format!("{what} cannot be enforced by moat's mechanisms (Landlock, seccomp and capabilities apply to the whole sandbox): drop it, or make the rule Audit"),
+                format!("{what} cannot be enforced by moat's mechanisms (Landlock, seccomp, cgroup-BPF and capabilities apply to the whole sandbox): drop it, or make the rule Audit"),
             )),
         }
     }
@@ -759,6 +856,29 @@ impl Checker<'_> {
                 }
                 self.sources(&rule.from_source, action, &mut found);
             }
+            for rule in &section.match_addresses {
+                rules += 1;
+                let action = self.action([&rule.labels, &section.labels, &spec.labels], &mut found);
+                self.severity(&rule.labels, &mut found);
+                if let Err(message) = parse_cidr(&rule.cidr) {
+                    found.push(self.at(&rule.cidr, Level::Error, message));
+                }
+                for port in &rule.ports {
+                    if let Err(message) = port.range() {
+                        found.push(self.at(&port.text(), Level::Error, message));
+                    }
+                }
+                if let Some(protocol) = &rule.protocol {
+                    if !matches!(protocol.to_ascii_lowercase().as_str(), "tcp" | "udp") {
+                        found.push(self.at(
+                            protocol,
+                            Level::Error,
+                            format!("protocol {protocol:?}: a matchAddresses rule names tcp or udp (leave it out for both; other protocols go in matchProtocols)"),
+                        ));
+                    }
+                }
+                self.sources(&rule.from_source, action, &mut found);
+            }
         }
         if let Some(section) = &spec.capabilities {
             for rule in &section.match_capabilities {
@@ -833,6 +953,59 @@ spec:
     matchCapabilities:
       - capability: net_raw
 ";
+
+    #[test]
+    fn destination_rules_are_checked() {
+        let with = |rule: &str| {
+            check(&GOOD.replace(
+                "    matchProtocols:\n      - protocol: raw\n",
+                &format!("    matchAddresses:\n{rule}"),
+            ))
+        };
+        assert_eq!(
+            with("      - cidr: 169.254.169.254/32\n        ports: [80, \"8000-8100\"]\n        protocol: tcp\n      - cidr: 2001:db8::/32\n"),
+            Vec::<String>::new()
+        );
+        for (rule, expected) in [
+            (
+                "      - cidr: 10.0.0.1/8\n",
+                "host bits set: write 10.0.0.0/8",
+            ),
+            (
+                "      - cidr: metadata\n",
+                "expected an address or a network",
+            ),
+            (
+                "      - cidr: 10.0.0.0/8\n        ports: [0]\n",
+                "port \"0\": expected 1 to 65535",
+            ),
+            (
+                "      - cidr: 10.0.0.0/8\n        ports: [\"90-80\"]\n",
+                "the first port is above the last",
+            ),
+            (
+                "      - cidr: 10.0.0.0/8\n        protocol: icmp\n",
+                "names tcp or udp",
+            ),
+            (
+                "      - cidr: 10.0.0.0/8\n        fromSource:\n          - path: /usr/bin/curl\n",
+                "fromSource cannot be enforced",
+            ),
+        ] {
+            let found = with(rule);
+            assert!(
+                found
+                    .iter()
+                    .any(|f| f.contains(expected) && f.contains(": error: ")),
+                "{rule}: {found:?}"
+            );
+            // Located at the rule, not at the top of the file.
+            assert!(
+                found.iter().all(|f| !f.starts_with("p.yaml:1:")),
+                "{rule}: {found:?}"
+            );
+        }
+    }
 
     #[test]
     fn a_well_formed_policy_has_no_findings() {

@@ -14,6 +14,7 @@ mod plan;
 mod profile;
 mod request;
 mod seccomp;
+pub mod sockrules;
 mod units;
 
 pub use compile::{compile, lexically_normal, CompileError, HostFacts};

@@ -122,8 +122,77 @@ impl CgroupFacts {
     }
 }
 
+/// Where cgroup v2 is mounted beside v1 on hybrid hosts (no controllers: only for
+/// cgroup-BPF programs and process grouping).
+const HYBRID_V2_ROOT: &str = "/sys/fs/cgroup/unified";
+
+/// The cgroup v2 directory of sandbox `id` that socket programs attach to: its own
+/// cgroup on a v2 host. On a hybrid host it is a cgroup of moat's under the v2 mount,
+/// created here, and `init` (not started yet, so alone) is moved into it; its children
+/// follow. The sandbox cannot leave it: its /sys shows only its own v1 cgroups, read-only.
+pub fn socket_cgroup(facts: &CgroupFacts, id: &str, init: i32) -> Result<PathBuf, String> {
+    let relative = cgroup_path(id);
+    let relative = relative.strip_prefix("/").unwrap_or(&relative);
+    if facts.unified {
+        return Ok(Path::new(CGROUP_ROOT).join(relative));
+    }
+    let root = Path::new(HYBRID_V2_ROOT);
+    if !root.join("cgroup.procs").exists() {
+        return Err(
+            "network policy rules need cgroup v2 for their cgroup-BPF programs, and this host mounts only cgroup v1 (mount cgroup2 at /sys/fs/cgroup/unified, or boot with the unified hierarchy)"
+                .into(),
+        );
+    }
+    let path = root.join(relative);
+    fs::create_dir_all(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    fs::write(path.join("cgroup.procs"), init.to_string())
+        .map_err(|e| format!("cannot move the sandbox into {}: {e}", path.display()))?;
+    Ok(path)
+}
+
 /// Kills whatever still runs in sandbox `id`'s cgroup and removes it.
 pub fn destroy(id: &str) -> Result<(), CgroupError> {
+    // The processes go first, so the socket programs cover them to the end.
+    let managed = destroy_managed(id);
+    let hybrid = remove_hybrid_v2(id);
+    managed.and(hybrid)
+}
+
+/// The hybrid host's v2 cgroup of sandbox `id` ([`socket_cgroup`]), if there is one.
+/// Removing it detaches the sandbox's socket programs.
+fn remove_hybrid_v2(id: &str) -> Result<(), CgroupError> {
+    let relative = cgroup_path(id);
+    let relative = relative.strip_prefix("/").unwrap_or(&relative);
+    let path = Path::new(HYBRID_V2_ROOT).join(relative);
+    if !path.exists() || Path::new(CGROUP_ROOT).join("cgroup.controllers").exists() {
+        return Ok(());
+    }
+    for _ in 0..50 {
+        let pids = fs::read_to_string(path.join("cgroup.procs")).unwrap_or_default();
+        if pids.trim().is_empty() {
+            break;
+        }
+        for pid in pids.lines().filter_map(|p| p.trim().parse().ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    match fs::remove_dir(&path) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(CgroupError::Remove {
+            path,
+            message: err.to_string(),
+        }),
+    }
+}
+
+/// Kills whatever still runs in sandbox `id`'s libcontainer-managed cgroups and removes
+/// them.
+fn destroy_managed(id: &str) -> Result<(), CgroupError> {
     let path = cgroup_path(id);
     let remove_err = |message: String| CgroupError::Remove {
         path: path.clone(),
@@ -179,6 +248,7 @@ pub fn sandbox_cgroups() -> Vec<String> {
         root.join("moat"),
         root.join("memory/moat"),
         root.join("pids/moat"),
+        root.join("unified/moat"),
     ] {
         if let Ok(entries) = fs::read_dir(parent) {
             for entry in entries.flatten() {

@@ -40,6 +40,12 @@ pub enum SandboxError {
     /// Alerts were asked for and cannot be produced.
     #[error("alerts")]
     Alerts(#[source] std::io::Error),
+    /// Network policy rules cannot be enforced (their cgroup-BPF programs).
+    #[error("network policy")]
+    SocketRules(#[from] moat_bpf::BpfError),
+    /// Network policy rules have no cgroup v2 to attach to.
+    #[error("network policy: {0}")]
+    SocketCgroup(String),
     /// An input path is unusable.
     #[error("filesystem")]
     Rootfs(#[from] RootfsError),
@@ -101,6 +107,9 @@ pub struct RunReport {
     pub cleanup_warnings: Vec<String>,
     /// What the alert reader did, when alerts were asked for.
     pub alerts: Option<moat_events::ReaderReport>,
+    /// What the socket programs' alert reader did, when alerts were asked for and network
+    /// policy rules apply.
+    pub socket_alerts: Option<moat_bpf::alerts::AlertsReport>,
 }
 
 /// Options of a foreground run.
@@ -145,12 +154,25 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunReport, SandboxError>
     rootfs::isolate_mounts()?;
     let cgroups = CgroupFacts::probe()?;
     let filter = seccomp::compile(&plan.seccomp)?;
+    // Loaded before anything exists, so a kernel that refuses them changes nothing.
+    let socket_rules = if plan.policy.network.is_empty() {
+        None
+    } else {
+        let tables = moat_policy::sockrules::compile(&plan.policy.network);
+        let programs = moat_bpf::SocketFilter::load(&tables, options.alerts.is_some())?;
+        Some((tables, programs))
+    };
 
     let mut sandbox = Sandbox::create(plan, &options.paths)?;
-    let result = sandbox.start_and_wait(plan, &cgroups, filter, options);
+    let result = sandbox.start_and_wait(plan, &cgroups, filter, socket_rules, options);
     let oom_kills = cgroups.oom_kills(&plan.id);
-    // On every path, so that the alerts written so far reach the file.
+    // On every path, so that the alerts written so far reach the file. The workload
+    // is gone unless set-up failed, in which case it never ran.
     let alerts = sandbox.reader.take().map(moat_events::ReaderHandle::finish);
+    let socket_alerts = sandbox
+        .socket_reader
+        .take()
+        .map(moat_bpf::alerts::AlertsHandle::finish);
     let cleanup_warnings = sandbox.destroy();
     let status = result?;
     Ok(RunReport {
@@ -158,6 +180,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunReport, SandboxError>
         oom_kills,
         cleanup_warnings,
         alerts,
+        socket_alerts,
     })
 }
 
@@ -216,6 +239,7 @@ struct Sandbox {
     address: Option<(moat_net::Pool, moat_net::AddressLease)>,
     container: Option<Container>,
     reader: Option<moat_events::ReaderHandle>,
+    socket_reader: Option<moat_bpf::alerts::AlertsHandle>,
 }
 
 impl Sandbox {
@@ -268,6 +292,7 @@ impl Sandbox {
             address: None,
             container: None,
             reader: None,
+            socket_reader: None,
         };
         // Best effort: gc also finds a dead sandbox's lease by scanning the slots.
         let _ = record.save(&dir);
@@ -279,6 +304,7 @@ impl Sandbox {
         plan: &Plan,
         cgroups: &CgroupFacts,
         filter: seccomp::CompiledFilter,
+        socket_rules: Option<(moat_policy::sockrules::SocketTables, moat_bpf::SocketFilter)>,
         options: &RunOptions,
     ) -> Result<i32, SandboxError> {
         let dir = self.paths.sandbox_dir(&self.id);
@@ -334,18 +360,31 @@ impl Sandbox {
             })?;
             moat_net::attach(&plan.network, address, init, inside)?;
         }
-        // The reader is a thread: start it only now that libcontainer has forked.
-        self.reader = match &options.alerts {
-            Some(path) => {
-                let writer = moat_events::AlertWriter::open(path).map_err(SandboxError::Alerts)?;
-                let context = alert_context(plan, &self.lease);
-                Some(
-                    moat_events::spawn_reader(context, writer, init.as_raw())
-                        .map_err(SandboxError::Alerts)?,
-                )
-            }
+        // The readers are threads: start them only now that libcontainer has forked.
+        let writer = match &options.alerts {
+            Some(path) => Some(moat_events::AlertWriter::open(path).map_err(SandboxError::Alerts)?),
             None => None,
         };
+        if let Some((tables, programs)) = socket_rules {
+            // Attached before the workload starts: its first socket is already covered.
+            let cgroup = crate::cgroup::socket_cgroup(cgroups, &self.id, init.as_raw())
+                .map_err(SandboxError::SocketCgroup)?;
+            programs.attach(&cgroup, u32::try_from(init.as_raw()).ok())?;
+            if let Some(writer) = &writer {
+                let context = alert_context(plan, &self.lease);
+                self.socket_reader = Some(
+                    moat_bpf::alerts::spawn(programs, &tables, context, writer.clone())
+                        .map_err(SandboxError::Alerts)?,
+                );
+            }
+        }
+        if let Some(writer) = writer {
+            let context = alert_context(plan, &self.lease);
+            self.reader = Some(
+                moat_events::spawn_reader(context, writer, init.as_raw())
+                    .map_err(SandboxError::Alerts)?,
+            );
+        }
         container.start().map_err(container_err)?;
         if let Some(path) = &options.status_file {
             let status = crate::status::RunStatus {

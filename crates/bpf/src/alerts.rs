@@ -1,0 +1,405 @@
+//! Alerts from the socket programs' ring buffer: one per decision a rule names, and one
+//! per default-posture denial. Events the ring buffer had no room for are counted by the
+//! programs and reported in a `SystemEvent` alert, so loss is never silent.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use libbpf_rs::{MapCore, MapFlags, RingBufferBuilder};
+use moat_events::{Alert, AlertContext, AlertWriter};
+use moat_policy::sockrules::{RuleInfo, SocketTables};
+
+use crate::SocketFilter;
+
+/// `rule` of an event decided by the default posture.
+const RULE_POSTURE: u32 = u32::MAX;
+const OP_SOCKET: u8 = 1;
+#[cfg(test)]
+const OP_CONNECT: u8 = 2;
+const OP_SENDMSG: u8 = 3;
+/// `struct event` of socket.bpf.c.
+const EVENT_SIZE: usize = 60;
+
+/// What the reader did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AlertsReport {
+    /// Alerts written.
+    pub alerts: u64,
+    /// Events the ring buffer had no room for.
+    pub lost: u64,
+    /// Why the reader stopped early, if it did.
+    pub error: Option<String>,
+}
+
+/// A running reader.
+pub struct AlertsHandle {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<AlertsReport>,
+}
+
+impl AlertsHandle {
+    /// Reads what the programs have reported so far, stops, and reports. Call it once the
+    /// sandbox's processes are gone: events are written synchronously by the system call
+    /// that caused them, so nothing arrives later.
+    pub fn finish(self) -> AlertsReport {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.join().unwrap_or_else(|_| AlertsReport {
+            error: Some("the socket alert reader panicked".into()),
+            ..AlertsReport::default()
+        })
+    }
+}
+
+/// Starts a thread writing an alert for every event of `filter` (loaded with reporting
+/// on) to `writer`.
+pub fn spawn(
+    filter: SocketFilter,
+    tables: &SocketTables,
+    context: AlertContext,
+    writer: AlertWriter,
+) -> io::Result<AlertsHandle> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let rules = tables.rules.clone();
+    let thread = std::thread::Builder::new()
+        .name("moat-socket-alerts".into())
+        .spawn(move || read(&filter, &rules, &context, writer, &flag))?;
+    Ok(AlertsHandle { stop, thread })
+}
+
+fn read(
+    filter: &SocketFilter,
+    rules: &[RuleInfo],
+    context: &AlertContext,
+    mut writer: AlertWriter,
+    stop: &AtomicBool,
+) -> AlertsReport {
+    let mut report = AlertsReport::default();
+    let host_name = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut processes = ProcessCache::default();
+    let mut written = 0u64;
+    let mut write_error: Option<io::Error> = None;
+    let result = (|| -> Result<(), String> {
+        let events = filter.map("events").map_err(|e| e.to_string())?;
+        let mut builder = RingBufferBuilder::new();
+        builder
+            .add(&events, |data: &[u8]| {
+                if let Some(event) = Event::parse(data) {
+                    let alert = event.alert(rules, context, &host_name, &mut processes);
+                    match writer.write(&alert) {
+                        Ok(()) => written += 1,
+                        Err(err) => write_error = Some(err),
+                    }
+                }
+                0
+            })
+            .map_err(|e| e.to_string())?;
+        let ring = builder.build().map_err(|e| e.to_string())?;
+        while !stop.load(Ordering::SeqCst) {
+            ring.poll(Duration::from_millis(100))
+                .map_err(|e| format!("reading the socket events: {e}"))?;
+        }
+        ring.consume()
+            .map_err(|e| format!("reading the socket events: {e}"))
+    })();
+    report.alerts = written;
+    if let Err(err) = result {
+        report.error = Some(err);
+    }
+    if let Some(err) = write_error {
+        report.error = Some(format!("cannot write alerts: {err}"));
+    }
+    report.lost = filter.lost();
+    if report.lost > 0 {
+        let now = chrono_now();
+        let _ = writer.write(&Alert {
+            timestamp: now.0,
+            updated_time: now.1,
+            host_name: host_name.clone(),
+            pod_name: context.id.clone(),
+            container_id: context.id.clone(),
+            container_name: context.hostname.clone(),
+            kind: "SystemEvent".into(),
+            operation: "Network".into(),
+            message: format!(
+                "alerts may be missing: the socket programs' ring buffer had no room for {} event(s)",
+                report.lost
+            ),
+            data: format!("events_lost={}", report.lost),
+            enforcer: "moat".into(),
+            result: "Passed".into(),
+            ..Alert::default()
+        });
+    }
+    if let Err(err) = writer.flush() {
+        report.error = Some(format!("cannot write alerts: {err}"));
+    }
+    report
+}
+
+impl SocketFilter {
+    /// Events the ring buffer had no room for, over all CPUs.
+    fn lost(&self) -> u64 {
+        let Ok(map) = self.map("lost") else { return 0 };
+        map.lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY)
+            .ok()
+            .flatten()
+            .map(|per_cpu| {
+                per_cpu
+                    .iter()
+                    .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()))
+                    .map(u64::from_ne_bytes)
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+}
+
+/// Seconds since the epoch and RFC 3339 time, now.
+fn chrono_now() -> (i64, String) {
+    let now = chrono::Utc::now();
+    (
+        now.timestamp(),
+        now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+    )
+}
+
+/// One event of the ring buffer (`struct event` of socket.bpf.c).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Event {
+    host_pid: u32,
+    uid: u32,
+    rule: u32,
+    op: u8,
+    denied: bool,
+    family: u8,
+    socket_type: u8,
+    protocol: u16,
+    port: u16,
+    addr: [u8; 16],
+    comm: String,
+}
+
+impl Event {
+    fn parse(data: &[u8]) -> Option<Event> {
+        if data.len() < EVENT_SIZE {
+            return None;
+        }
+        let u32_at = |at: usize| data[at..at + 4].try_into().ok().map(u32::from_ne_bytes);
+        let u16_at = |at: usize| data[at..at + 2].try_into().ok().map(u16::from_ne_bytes);
+        let comm = &data[44..60];
+        let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+        Some(Event {
+            // pid_tgid: the thread group (the process) is the upper half.
+            host_pid: u32_at(4)?,
+            uid: u32_at(8)?,
+            rule: u32_at(16)?,
+            op: data[20],
+            denied: data[21] != 0,
+            family: data[22],
+            socket_type: data[23],
+            protocol: u16_at(24)?,
+            port: u16_at(26)?,
+            addr: data[28..44].try_into().ok()?,
+            comm: String::from_utf8_lossy(&comm[..end]).into_owned(),
+        })
+    }
+
+    fn remote(&self) -> IpAddr {
+        if self.family == libc::AF_INET6 as u8 && !self.addr[4..].iter().all(|&b| b == 0) {
+            IpAddr::V6(Ipv6Addr::from(self.addr))
+        } else {
+            IpAddr::V4(Ipv4Addr::new(
+                self.addr[0],
+                self.addr[1],
+                self.addr[2],
+                self.addr[3],
+            ))
+        }
+    }
+
+    fn alert(
+        &self,
+        rules: &[RuleInfo],
+        context: &AlertContext,
+        host_name: &str,
+        processes: &mut ProcessCache,
+    ) -> Alert {
+        let rule = (self.rule != RULE_POSTURE)
+            .then(|| rules.get(self.rule as usize))
+            .flatten();
+        let process = processes.get(i64::from(self.host_pid), &self.comm);
+        let protocol = match self.protocol {
+            6 => "TCP".to_string(),
+            17 => "UDP".to_string(),
+            1 => "ICMP".to_string(),
+            58 => "ICMPv6".to_string(),
+            other => other.to_string(),
+        };
+        let domain = if self.family == libc::AF_INET6 as u8 {
+            "AF_INET6"
+        } else {
+            "AF_INET"
+        };
+        let (resource, syscall) = match self.op {
+            OP_SOCKET => (
+                format!(
+                    "domain={domain} type={} protocol={}",
+                    socket_type(self.socket_type),
+                    self.protocol
+                ),
+                "SYS_SOCKET",
+            ),
+            op => (
+                format!(
+                    "remoteip={} port={} protocol={protocol}",
+                    self.remote(),
+                    self.port
+                ),
+                if op == OP_SENDMSG {
+                    "SYS_SENDMSG"
+                } else {
+                    "SYS_CONNECT"
+                },
+            ),
+        };
+        // The programs report only denials and Audit matches.
+        let action = if self.denied { "Block" } else { "Audit" };
+        let now = chrono_now();
+        Alert {
+            timestamp: now.0,
+            updated_time: now.1,
+            host_name: host_name.to_string(),
+            pod_name: context.id.clone(),
+            labels: context
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            container_id: context.id.clone(),
+            container_name: context.hostname.clone(),
+            host_pid: i64::from(self.host_pid),
+            ppid: process.ppid,
+            pid: process.pid,
+            uid: i64::from(self.uid) - i64::from(context.host_id_base),
+            process_name: process.exe.clone(),
+            parent_process_name: String::new(),
+            policy_name: rule.map_or_else(|| "DefaultPosture".into(), |r| r.label.policy.clone()),
+            severity: rule.and_then(|r| r.label.severity).unwrap_or(1).to_string(),
+            tags: rule.map(|r| r.label.tags.join(",")).unwrap_or_default(),
+            message: rule
+                .and_then(|r| r.label.message.clone())
+                .unwrap_or_else(|| match (rule, self.denied) {
+                    (None, _) => "denied by the default posture".into(),
+                    (Some(_), true) => "denied by policy".into(),
+                    (Some(_), false) => "audited by policy".into(),
+                }),
+            kind: "MatchedPolicy".into(),
+            source: process.exe.clone(),
+            operation: "Network".into(),
+            resource,
+            data: match rule {
+                Some(rule) => format!("syscall={syscall} rule={}", rule.text),
+                None => format!("syscall={syscall}"),
+            },
+            enforcer: "cgroup-BPF".into(),
+            action: action.into(),
+            result: if self.denied {
+                "Permission denied".into()
+            } else {
+                "Passed".into()
+            },
+            ..Alert::default()
+        }
+    }
+}
+
+fn socket_type(value: u8) -> String {
+    match value {
+        1 => "SOCK_STREAM".into(),
+        2 => "SOCK_DGRAM".into(),
+        3 => "SOCK_RAW".into(),
+        5 => "SOCK_SEQPACKET".into(),
+        other => other.to_string(),
+    }
+}
+
+/// What /proc says about an acting process, looked up once per process.
+#[derive(Debug, Clone, Default)]
+struct Process {
+    pid: i64,
+    ppid: i64,
+    exe: String,
+}
+
+#[derive(Default)]
+struct ProcessCache {
+    known: HashMap<i64, Process>,
+}
+
+impl ProcessCache {
+    fn get(&mut self, host_pid: i64, comm: &str) -> &Process {
+        if self.known.len() > 4096 {
+            self.known.clear();
+        }
+        self.known.entry(host_pid).or_insert_with(|| {
+            let status =
+                std::fs::read_to_string(format!("/proc/{host_pid}/status")).unwrap_or_default();
+            let field = |name: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .and_then(|v| v.split_whitespace().last())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0)
+            };
+            // The process may be gone already: its command name from the event then.
+            let exe = std::fs::read_link(format!("/proc/{host_pid}/exe"))
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| comm.to_string());
+            Process {
+                pid: field("NSpid:"),
+                ppid: field("PPid:"),
+                exe,
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_parse_at_the_programs_offsets() {
+        let mut data = vec![0u8; 64];
+        data[0..8].copy_from_slice(&((4242u64 << 32) | 4243).to_ne_bytes());
+        data[8..16].copy_from_slice(&((7u64 << 32) | 1_073_742_824).to_ne_bytes());
+        data[16..20].copy_from_slice(&3u32.to_ne_bytes());
+        data[20] = OP_CONNECT;
+        data[21] = 1;
+        data[22] = libc::AF_INET as u8;
+        data[23] = 1;
+        data[24..26].copy_from_slice(&6u16.to_ne_bytes());
+        data[26..28].copy_from_slice(&8080u16.to_ne_bytes());
+        data[28..32].copy_from_slice(&[192, 0, 2, 7]);
+        data[44..48].copy_from_slice(b"curl");
+        let event = Event::parse(&data).unwrap();
+        assert_eq!(event.host_pid, 4242);
+        assert_eq!(event.uid, 1_073_742_824);
+        assert_eq!(event.rule, 3);
+        assert!(event.denied);
+        assert_eq!(event.port, 8080);
+        assert_eq!(event.remote().to_string(), "192.0.2.7");
+        assert_eq!(event.comm, "curl");
+        assert!(Event::parse(&data[..40]).is_none());
+    }
+}

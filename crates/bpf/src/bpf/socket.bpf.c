@@ -1,0 +1,343 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// moat's per-sandbox socket rules, attached to the sandbox's cgroup (v2):
+//   cgroup/sock_create         protocol rules (tcp, udp, icmp, icmpv6, raw)
+//   cgroup/connect4, connect6  address rules (CIDR, port range, protocol)
+//   cgroup/sendmsg4, sendmsg6  the same for datagrams sent with an address
+// Every decision a rule names (Block, Audit) and every default-posture denial is
+// reported through the ring buffer; a full ring buffer is counted, never silent.
+//
+// The tables are filled by user space before attachment (crates/bpf/src/lib.rs) and
+// compiled from the policies by moat-policy (sockrules.rs):
+//   v4_prefixes / v6_prefixes: longest-prefix match -> a run of `entries`
+//   entries: every rule whose prefix covers that prefix (so the longest match is enough)
+//   protocols: one verdict per protocol class
+//   settings: allow-list modes
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#define AF_INET 2
+#define AF_INET6 10
+#define SOCK_RAW 3
+#define IPPROTO_ICMP 1
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+#define IPPROTO_ICMPV6 58
+
+// Bits of an entry's `action`, and of the verdict accumulated over the matches.
+#define ACTION_ALLOW 1
+#define ACTION_AUDIT 2
+#define ACTION_BLOCK 4
+
+// Protocol classes (index into `protocols`).
+#define CLASS_TCP 0
+#define CLASS_UDP 1
+#define CLASS_ICMP 2
+#define CLASS_ICMPV6 3
+#define CLASS_RAW 4
+#define CLASSES 5
+
+// What the process did.
+#define OP_SOCKET 1
+#define OP_CONNECT 2
+#define OP_SENDMSG 3
+
+// No rule: the decision is the default posture's.
+#define RULE_POSTURE 0xffffffff
+
+struct prefix_v4 {
+	__u32 prefixlen;
+	__u8 addr[4];
+};
+
+struct prefix_v6 {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+struct span {
+	__u32 first;
+	__u32 count;
+};
+
+struct entry {
+	__u16 port_lo;
+	__u16 port_hi;
+	__u8 protocol; // 0: any
+	__u8 action;
+	__u16 pad;
+	__u32 rule;
+};
+
+struct protocol_verdict {
+	__u32 action;
+	__u32 rule;
+};
+
+struct settings {
+	__u32 address_allow_list;
+	__u32 protocol_allow_list;
+	__u32 report; // 0: nobody reads events (no --alerts)
+	// The sandbox's init, which configures its interfaces with inet ioctl sockets
+	// before the workload exists; it runs moat's code only (no ptrace into it).
+	__u32 exempt_tgid;
+};
+
+struct event {
+	__u64 pid_tgid;
+	__u64 uid_gid;
+	__u32 rule;
+	__u8 op;
+	__u8 denied;
+	__u8 family;
+	__u8 type;
+	__u16 protocol;
+	__u16 port;
+	__u8 addr[16];
+	char comm[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct prefix_v4);
+	__type(value, struct span);
+	__uint(max_entries, 1);
+} v4_prefixes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct prefix_v6);
+	__type(value, struct span);
+	__uint(max_entries, 1);
+} v6_prefixes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct entry);
+	__uint(max_entries, 1);
+} entries SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct protocol_verdict);
+	__uint(max_entries, CLASSES);
+} protocols SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct settings);
+	__uint(max_entries, 1);
+} settings SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} events SEC(".maps");
+
+// Events the ring buffer had no room for, per CPU.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 1);
+} lost SEC(".maps");
+
+static __always_inline struct settings *get_settings(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&settings, &zero);
+}
+
+static __always_inline void report(__u8 op, int denied, __u32 rule, __u8 family, __u8 type,
+				   __u16 protocol, __u16 port, const __u8 *addr, int addr_len)
+{
+	struct settings *s = get_settings();
+	if (!s || !s->report)
+		return;
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		__u32 zero = 0;
+		__u64 *count = bpf_map_lookup_elem(&lost, &zero);
+		if (count)
+			*count += 1;
+		return;
+	}
+	e->pid_tgid = bpf_get_current_pid_tgid();
+	e->uid_gid = bpf_get_current_uid_gid();
+	e->rule = rule;
+	e->op = op;
+	e->denied = denied;
+	e->family = family;
+	e->type = type;
+	e->protocol = protocol;
+	e->port = port;
+	__builtin_memset(e->addr, 0, sizeof(e->addr));
+	if (addr_len == 4)
+		__builtin_memcpy(e->addr, addr, 4);
+	else if (addr_len == 16)
+		__builtin_memcpy(e->addr, addr, 16);
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	bpf_ringbuf_submit(e, 0);
+}
+
+struct scan {
+	__u32 first;
+	__u16 port;
+	__u8 protocol;
+	__u8 verdict;
+	__u32 block_rule;
+	__u32 audit_rule;
+};
+
+static long scan_entry(__u64 index, void *data)
+{
+	struct scan *scan = data;
+	__u32 key = scan->first + (__u32)index;
+	struct entry *entry = bpf_map_lookup_elem(&entries, &key);
+	if (!entry)
+		return 1;
+	if (entry->protocol && entry->protocol != scan->protocol)
+		return 0;
+	if (scan->port < entry->port_lo || scan->port > entry->port_hi)
+		return 0;
+	if ((entry->action & ACTION_BLOCK) && !(scan->verdict & ACTION_BLOCK))
+		scan->block_rule = entry->rule;
+	if ((entry->action & ACTION_AUDIT) && !(scan->verdict & ACTION_AUDIT))
+		scan->audit_rule = entry->rule;
+	scan->verdict |= entry->action;
+	return 0;
+}
+
+// 1 lets the operation through, 0 refuses it (EPERM).
+static __always_inline int decide(struct bpf_sock_addr *ctx, __u8 op, struct span *span,
+				  const __u8 *addr, int addr_len)
+{
+	struct settings *s = get_settings();
+	if (!s)
+		return 0;
+	__u16 port = bpf_ntohs((__u16)ctx->user_port);
+	struct scan scan = {
+		.port = port,
+		.protocol = (__u8)ctx->protocol,
+		.block_rule = RULE_POSTURE,
+		.audit_rule = RULE_POSTURE,
+	};
+	if (span) {
+		scan.first = span->first;
+		bpf_loop(span->count, scan_entry, &scan, 0);
+	}
+	__u8 family = (__u8)ctx->user_family;
+	__u8 type = (__u8)ctx->type;
+	if (scan.verdict & ACTION_BLOCK) {
+		report(op, 1, scan.block_rule, family, type, scan.protocol, port, addr, addr_len);
+		return 0;
+	}
+	if (s->address_allow_list && !(scan.verdict & ACTION_ALLOW)) {
+		report(op, 1, RULE_POSTURE, family, type, scan.protocol, port, addr, addr_len);
+		return 0;
+	}
+	if (scan.verdict & ACTION_AUDIT)
+		report(op, 0, scan.audit_rule, family, type, scan.protocol, port, addr, addr_len);
+	return 1;
+}
+
+static __always_inline int check_v4(struct bpf_sock_addr *ctx, __u8 op)
+{
+	struct prefix_v4 key = { .prefixlen = 32 };
+	__u32 ip = ctx->user_ip4;
+	__builtin_memcpy(key.addr, &ip, 4);
+	struct span *span = bpf_map_lookup_elem(&v4_prefixes, &key);
+	return decide(ctx, op, span, key.addr, 4);
+}
+
+static __always_inline int check_v6(struct bpf_sock_addr *ctx, __u8 op)
+{
+	__u32 words[4];
+	words[0] = ctx->user_ip6[0];
+	words[1] = ctx->user_ip6[1];
+	words[2] = ctx->user_ip6[2];
+	words[3] = ctx->user_ip6[3];
+	// An IPv4-mapped address (::ffff:a.b.c.d) reaches an IPv4 host: the IPv4 rules apply.
+	if (words[0] == 0 && words[1] == 0 && words[2] == bpf_htonl(0x0000ffff)) {
+		struct prefix_v4 key = { .prefixlen = 32 };
+		__builtin_memcpy(key.addr, &words[3], 4);
+		struct span *span = bpf_map_lookup_elem(&v4_prefixes, &key);
+		return decide(ctx, op, span, key.addr, 4);
+	}
+	struct prefix_v6 key = { .prefixlen = 128 };
+	__builtin_memcpy(key.addr, words, 16);
+	struct span *span = bpf_map_lookup_elem(&v6_prefixes, &key);
+	return decide(ctx, op, span, key.addr, 16);
+}
+
+SEC("cgroup/connect4")
+int moat_connect4(struct bpf_sock_addr *ctx)
+{
+	return check_v4(ctx, OP_CONNECT);
+}
+
+SEC("cgroup/connect6")
+int moat_connect6(struct bpf_sock_addr *ctx)
+{
+	return check_v6(ctx, OP_CONNECT);
+}
+
+SEC("cgroup/sendmsg4")
+int moat_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return check_v4(ctx, OP_SENDMSG);
+}
+
+SEC("cgroup/sendmsg6")
+int moat_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return check_v6(ctx, OP_SENDMSG);
+}
+
+SEC("cgroup/sock_create")
+int moat_sock_create(struct bpf_sock *ctx)
+{
+	__u32 family = ctx->family;
+	if (family != AF_INET && family != AF_INET6)
+		return 1;
+	__u32 class;
+	if (ctx->type == SOCK_RAW)
+		class = CLASS_RAW;
+	else if (ctx->protocol == IPPROTO_TCP)
+		class = CLASS_TCP;
+	else if (ctx->protocol == IPPROTO_UDP)
+		class = CLASS_UDP;
+	else if (ctx->protocol == IPPROTO_ICMP)
+		class = CLASS_ICMP;
+	else if (ctx->protocol == IPPROTO_ICMPV6)
+		class = CLASS_ICMPV6;
+	else
+		class = CLASS_RAW;
+	struct settings *s = get_settings();
+	struct protocol_verdict *v = bpf_map_lookup_elem(&protocols, &class);
+	if (!s || !v)
+		return 0;
+	if (s->exempt_tgid && (__u32)(bpf_get_current_pid_tgid() >> 32) == s->exempt_tgid)
+		return 1;
+	if (v->action & ACTION_BLOCK) {
+		report(OP_SOCKET, 1, v->rule, family, ctx->type, ctx->protocol, 0, 0, 0);
+		return 0;
+	}
+	if (s->protocol_allow_list && !(v->action & ACTION_ALLOW)) {
+		report(OP_SOCKET, 1, RULE_POSTURE, family, ctx->type, ctx->protocol, 0, 0, 0);
+		return 0;
+	}
+	if (v->action & ACTION_AUDIT)
+		report(OP_SOCKET, 0, v->rule, family, ctx->type, ctx->protocol, 0, 0, 0);
+	return 1;
+}
+
+// No GPL-only helper is used.
+char LICENSE[] SEC("license") = "Apache-2.0";

@@ -1,0 +1,184 @@
+//! moat's cgroup-BPF socket programs: a sandbox's network policy rules (protocols, and
+//! destinations by CIDR, port and protocol) enforced at `socket()`, `connect()` and
+//! `sendmsg()`, with an event for every decision a rule names.
+//!
+//! The programs (`src/bpf/socket.bpf.c`, built by clang) are loaded once per sandbox with
+//! the tables moat-policy compiles ([`moat_policy::sockrules`]) and attached to the
+//! sandbox's cgroup v2 directory with the classic attach call, so they stay attached for
+//! as long as the cgroup exists, whatever happens to moat's own process. Events are read
+//! from a ring buffer by [`alerts::spawn`].
+
+mod attach;
+
+pub mod alerts;
+
+use std::path::Path;
+
+use libbpf_rs::{MapCore, MapFlags, Object, ObjectBuilder};
+use moat_policy::sockrules::SocketTables;
+use thiserror::Error;
+
+static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/socket.bpf.o"));
+
+/// The socket programs could not be loaded or attached.
+#[derive(Debug, Error)]
+pub enum BpfError {
+    /// The kernel refused to load the programs or their maps.
+    #[error("cannot load the cgroup-BPF socket programs: {0}")]
+    Load(String),
+    /// Filling a table failed.
+    #[error("cannot fill the {map} table of the socket programs: {message}")]
+    Fill {
+        /// The map.
+        map: &'static str,
+        /// Why.
+        message: String,
+    },
+    /// Attaching to the cgroup failed.
+    #[error("cannot attach the socket programs to {path}: {source}")]
+    Attach {
+        /// The cgroup directory.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The loaded programs and their tables.
+pub struct SocketFilter {
+    object: Object,
+    report: bool,
+    /// Allow-list modes: destinations, protocols.
+    tables_flags: (bool, bool),
+}
+
+fn map_error(map: &'static str) -> impl Fn(libbpf_rs::Error) -> BpfError {
+    move |err| BpfError::Fill {
+        map,
+        message: err.to_string(),
+    }
+}
+
+impl SocketFilter {
+    /// Loads the programs with `tables`. With `report`, every decision a rule names (and
+    /// every default-posture denial) goes to the ring buffer for [`alerts::spawn`].
+    pub fn load(tables: &SocketTables, report: bool) -> Result<SocketFilter, BpfError> {
+        let load = |err: libbpf_rs::Error| BpfError::Load(err.to_string());
+        let mut open = ObjectBuilder::default().open_memory(OBJECT).map_err(load)?;
+        for mut map in open.maps_mut() {
+            // Maps cannot be empty: one unused slot when a table is.
+            let entries = match map.name().to_str() {
+                Some("v4_prefixes") => tables.v4.len(),
+                Some("v6_prefixes") => tables.v6.len(),
+                Some("entries") => tables.entries.len(),
+                _ => continue,
+            };
+            let entries = u32::try_from(entries.max(1))
+                .map_err(|_| BpfError::Load("too many rules for one table".into()))?;
+            map.set_max_entries(entries).map_err(load)?;
+        }
+        let object = open.load().map_err(load)?;
+        let filter = SocketFilter {
+            object,
+            report,
+            tables_flags: (tables.address_allow_list, tables.protocol_allow_list),
+        };
+        filter.fill(tables)?;
+        Ok(filter)
+    }
+
+    fn map(&self, name: &'static str) -> Result<libbpf_rs::Map<'_>, BpfError> {
+        self.object
+            .maps()
+            .find(|m| m.name().to_str() == Some(name))
+            .ok_or_else(|| BpfError::Load(format!("the programs have no {name} map")))
+    }
+
+    fn fill(&self, tables: &SocketTables) -> Result<(), BpfError> {
+        let prefixes = self.map("v4_prefixes")?;
+        for prefix in &tables.v4 {
+            let mut key = Vec::with_capacity(8);
+            key.extend_from_slice(&u32::from(prefix.len).to_ne_bytes());
+            key.extend_from_slice(&prefix.addr);
+            prefixes
+                .update(&key, &span(prefix.first, prefix.count), MapFlags::ANY)
+                .map_err(map_error("v4_prefixes"))?;
+        }
+        let prefixes = self.map("v6_prefixes")?;
+        for prefix in &tables.v6 {
+            let mut key = Vec::with_capacity(20);
+            key.extend_from_slice(&u32::from(prefix.len).to_ne_bytes());
+            key.extend_from_slice(&prefix.addr);
+            prefixes
+                .update(&key, &span(prefix.first, prefix.count), MapFlags::ANY)
+                .map_err(map_error("v6_prefixes"))?;
+        }
+        let entries = self.map("entries")?;
+        for (index, entry) in tables.entries.iter().enumerate() {
+            let mut value = Vec::with_capacity(12);
+            value.extend_from_slice(&entry.port_lo.to_ne_bytes());
+            value.extend_from_slice(&entry.port_hi.to_ne_bytes());
+            value.push(entry.protocol);
+            value.push(entry.action);
+            value.extend_from_slice(&[0, 0]);
+            value.extend_from_slice(&entry.rule.to_ne_bytes());
+            entries
+                .update(&(index as u32).to_ne_bytes(), &value, MapFlags::ANY)
+                .map_err(map_error("entries"))?;
+        }
+        let protocols = self.map("protocols")?;
+        for (class, verdict) in tables.protocols.iter().enumerate() {
+            let mut value = Vec::with_capacity(8);
+            value.extend_from_slice(&u32::from(verdict.action).to_ne_bytes());
+            value.extend_from_slice(&verdict.rule.to_ne_bytes());
+            protocols
+                .update(&(class as u32).to_ne_bytes(), &value, MapFlags::ANY)
+                .map_err(map_error("protocols"))?;
+        }
+        self.settings(0)
+    }
+
+    fn settings(&self, exempt: u32) -> Result<(), BpfError> {
+        let mut settings = Vec::with_capacity(16);
+        for flag in [self.tables_flags.0, self.tables_flags.1, self.report] {
+            settings.extend_from_slice(&u32::from(flag).to_ne_bytes());
+        }
+        settings.extend_from_slice(&exempt.to_ne_bytes());
+        self.map("settings")?
+            .update(&0u32.to_ne_bytes(), &settings, MapFlags::ANY)
+            .map_err(map_error("settings"))
+    }
+
+    /// Attaches every program to the cgroup v2 directory `cgroup`, where they stay until
+    /// the cgroup is removed. Processes moved into the cgroup afterwards are covered.
+    ///
+    /// `exempt_pid` (host pid namespace), if given, may create sockets of any protocol:
+    /// the sandbox's init, which sets up its interfaces with inet ioctl sockets before
+    /// the workload exists.
+    pub fn attach(&self, cgroup: &Path, exempt_pid: Option<u32>) -> Result<(), BpfError> {
+        self.settings(exempt_pid.unwrap_or(0))?;
+        let attach_err = |source| BpfError::Attach {
+            path: cgroup.display().to_string(),
+            source,
+        };
+        let directory = std::fs::File::open(cgroup).map_err(attach_err)?;
+        for program in self.object.progs() {
+            attach::to_cgroup(&program, &directory).map_err(attach_err)?;
+        }
+        Ok(())
+    }
+}
+
+fn span(first: u32, count: u32) -> Vec<u8> {
+    let mut value = Vec::with_capacity(8);
+    value.extend_from_slice(&first.to_ne_bytes());
+    value.extend_from_slice(&count.to_ne_bytes());
+    value
+}
+
+/// Whether this kernel loads the socket programs (for `moat doctor`): loads them with
+/// empty tables, attaches nothing.
+pub fn probe() -> Result<(), BpfError> {
+    SocketFilter::load(&SocketTables::default(), false).map(drop)
+}

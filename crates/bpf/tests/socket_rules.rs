@@ -1,0 +1,273 @@
+//! The socket programs on the real kernel: a process in a cgroup with the programs
+//! attached tries connections, datagrams and sockets the rules name, and the same
+//! actions succeed from a cgroup without them (the control).
+#![allow(clippy::unwrap_used)] // test helpers may panic: a panic is a failed test
+
+use std::collections::BTreeMap;
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use moat_bpf::SocketFilter;
+use moat_events::{AlertContext, AlertWriter};
+use moat_policy::enforce::{AddressRule, NetworkRules, ProtocolRule, RuleLabel};
+use moat_policy::kubearmor::Action;
+use moat_policy::sockrules;
+
+/// The cgroup v2 mount: /sys/fs/cgroup/unified on hybrid hosts, else /sys/fs/cgroup.
+fn cgroup2_root() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() > 2 && f[2] == "cgroup2")
+        .map(|f| PathBuf::from(f[1]))
+}
+
+/// A throwaway cgroup, removed on drop (its processes have exited by then).
+struct Cgroup(PathBuf);
+
+impl Cgroup {
+    fn new(name: &str) -> Option<Cgroup> {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root to make cgroups and load BPF programs");
+            return None;
+        }
+        let Some(root) = cgroup2_root() else {
+            eprintln!("skipped: no cgroup v2 mount for cgroup-BPF programs");
+            return None;
+        };
+        let path = root.join(format!("moat-test-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&path).expect("make the test cgroup");
+        Some(Cgroup(path))
+    }
+
+    /// Runs a shell script inside the cgroup; its exit status and stderr.
+    fn run(&self, script: &str) -> (i32, String) {
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "echo $$ > {}/cgroup.procs && {script}",
+                self.0.display()
+            ))
+            .output()
+            .expect("run bash");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+fn label(policy: &str) -> RuleLabel {
+    RuleLabel {
+        policy: policy.into(),
+        severity: Some(7),
+        tags: vec!["net".into()],
+        message: Some(format!("{policy} matched")),
+    }
+}
+
+fn address(net: &str, port: u16, action: Action, policy: &str) -> AddressRule {
+    AddressRule {
+        net: net.parse().unwrap(),
+        ports: vec![(port, port)],
+        protocol: Some("tcp".into()),
+        action,
+        label: label(policy),
+    }
+}
+
+fn alerts(path: &Path) -> Vec<BTreeMap<String, serde_json::Value>> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("an alert is one JSON object"))
+        .collect()
+}
+
+fn connect(port: u16) -> String {
+    format!("exec 3<>/dev/tcp/127.0.0.1/{port}")
+}
+
+#[test]
+fn destination_rules_block_audit_and_report() {
+    let (Some(ruled), Some(control)) = (Cgroup::new("ruled"), Cgroup::new("control")) else {
+        return;
+    };
+    let blocked = TcpListener::bind("127.0.0.1:0").unwrap();
+    let audited = TcpListener::bind("127.0.0.1:0").unwrap();
+    let other = TcpListener::bind("127.0.0.1:0").unwrap();
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let udp_port = udp.local_addr().unwrap().port();
+    let port = |l: &TcpListener| l.local_addr().unwrap().port();
+    let rules = NetworkRules {
+        addresses: vec![
+            address("127.0.0.0/8", port(&blocked), Action::Block, "no-blocked"),
+            address(
+                "127.0.0.1/32",
+                port(&audited),
+                Action::Audit,
+                "watch-audited",
+            ),
+            AddressRule {
+                protocol: Some("udp".into()),
+                ..address("127.0.0.1/32", udp_port, Action::Block, "no-udp")
+            },
+        ],
+        ..NetworkRules::default()
+    };
+    let tables = sockrules::compile(&rules);
+    let filter = SocketFilter::load(&tables, true).expect("load the programs");
+    filter.attach(&ruled.0, None).expect("attach");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("alerts.jsonl");
+    let context = AlertContext {
+        id: "test".into(),
+        ..AlertContext::default()
+    };
+    let reader =
+        moat_bpf::alerts::spawn(filter, &tables, context, AlertWriter::open(&file).unwrap())
+            .unwrap();
+
+    let (status, stderr) = ruled.run(&connect(port(&blocked)));
+    assert_ne!(status, 0, "the blocked port must refuse");
+    assert!(stderr.contains("Operation not permitted"), "{stderr}");
+    assert_eq!(
+        control.run(&connect(port(&blocked))).0,
+        0,
+        "control: it answers without the programs"
+    );
+    assert_eq!(
+        ruled.run(&connect(port(&audited))).0,
+        0,
+        "Audit lets it through"
+    );
+    assert_eq!(ruled.run(&connect(port(&other))).0, 0, "no rule names it");
+    // An IPv4-mapped IPv6 address reaches the same IPv4 host: the IPv4 rules apply.
+    let mapped = ruled.run(&format!(
+        "python3 -c 'import socket; s=socket.socket(socket.AF_INET6); s.connect((\"::ffff:127.0.0.1\", {}))'",
+        port(&blocked)
+    ));
+    assert_ne!(
+        mapped.0, 0,
+        "an IPv4-mapped address must not bypass the rule"
+    );
+    assert!(mapped.1.contains("PermissionError"), "{}", mapped.1);
+    // Datagrams sent with an address go through sendmsg.
+    let send = format!(
+        "python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b\"x\", (\"127.0.0.1\", {udp_port}))'"
+    );
+    let sent = ruled.run(&send);
+    assert!(sent.1.contains("PermissionError"), "{}", sent.1);
+    assert_eq!(
+        control.run(&send).0,
+        0,
+        "control: the datagram goes out without the programs"
+    );
+
+    let report = reader.finish();
+    assert_eq!(report.error, None);
+    assert_eq!(report.lost, 0);
+    let alerts = alerts(&file);
+    assert_eq!(alerts.len(), 4, "three blocks and one audit: {alerts:#?}");
+    let blocked_alert = &alerts[0];
+    assert_eq!(blocked_alert["PolicyName"], "no-blocked");
+    assert_eq!(blocked_alert["Action"], "Block");
+    assert_eq!(blocked_alert["Result"], "Permission denied");
+    assert_eq!(blocked_alert["Operation"], "Network");
+    assert_eq!(blocked_alert["Severity"], "7");
+    assert_eq!(blocked_alert["Tags"], "net");
+    assert_eq!(blocked_alert["Message"], "no-blocked matched");
+    assert_eq!(blocked_alert["Enforcer"], "cgroup-BPF");
+    assert_eq!(
+        blocked_alert["Resource"],
+        format!("remoteip=127.0.0.1 port={} protocol=TCP", port(&blocked))
+    );
+    assert!(blocked_alert["ProcessName"]
+        .as_str()
+        .unwrap()
+        .contains("bash"));
+    assert_eq!(alerts[1]["PolicyName"], "watch-audited");
+    assert_eq!(alerts[1]["Action"], "Audit");
+    assert_eq!(alerts[1]["Result"], "Passed");
+    assert_eq!(alerts[2]["PolicyName"], "no-blocked");
+    assert!(alerts[2]["ProcessName"]
+        .as_str()
+        .unwrap()
+        .contains("python3"));
+    assert_eq!(alerts[3]["PolicyName"], "no-udp");
+    assert_eq!(
+        alerts[3]["Data"],
+        format!("syscall=SYS_SENDMSG rule=127.0.0.1/32:{udp_port}/udp")
+    );
+}
+
+#[test]
+fn allow_lists_fall_to_the_default_posture_and_protocols_are_ruled() {
+    let (Some(ruled), Some(control)) = (Cgroup::new("allow"), Cgroup::new("allow-control")) else {
+        return;
+    };
+    let allowed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let other = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = |l: &TcpListener| l.local_addr().unwrap().port();
+    let rules = NetworkRules {
+        addresses: vec![address(
+            "127.0.0.1/32",
+            port(&allowed),
+            Action::Allow,
+            "only-one",
+        )],
+        protocols: vec![ProtocolRule {
+            protocol: "udp".into(),
+            action: Action::Block,
+            label: label("no-udp"),
+        }],
+    };
+    let tables = sockrules::compile(&rules);
+    let filter = SocketFilter::load(&tables, true).unwrap();
+    filter.attach(&ruled.0, None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("alerts.jsonl");
+    let reader = moat_bpf::alerts::spawn(
+        filter,
+        &tables,
+        AlertContext::default(),
+        AlertWriter::open(&file).unwrap(),
+    )
+    .unwrap();
+
+    assert_eq!(ruled.run(&connect(port(&allowed))).0, 0);
+    assert_ne!(
+        ruled.run(&connect(port(&other))).0,
+        0,
+        "not allowed: posture block"
+    );
+    assert_eq!(control.run(&connect(port(&other))).0, 0, "control");
+    let udp = "python3 -c 'import socket\ntry:\n socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nexcept OSError as e:\n raise SystemExit(e.errno)'";
+    assert_eq!(
+        ruled.run(udp).0,
+        libc::EPERM,
+        "the udp Block refuses the socket"
+    );
+    assert_eq!(control.run(udp).0, 0, "control");
+    let report = reader.finish();
+    assert_eq!(report.error, None);
+    let alerts = alerts(&file);
+    assert_eq!(alerts.len(), 2, "{alerts:#?}");
+    assert_eq!(alerts[0]["PolicyName"], "DefaultPosture");
+    assert_eq!(alerts[0]["Message"], "denied by the default posture");
+    assert_eq!(alerts[0]["Data"], "syscall=SYS_CONNECT");
+    assert_eq!(alerts[1]["PolicyName"], "no-udp");
+    assert_eq!(
+        alerts[1]["Resource"],
+        "domain=AF_INET type=SOCK_DGRAM protocol=17"
+    );
+    assert_eq!(alerts[1]["Data"], "syscall=SYS_SOCKET rule=udp");
+}
