@@ -228,6 +228,8 @@ pub fn probe(min_landlock_abi: u8) -> Vec<Check> {
         ),
     });
 
+    checks.push(socket_rules_check());
+
     let lsms = fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
     checks.push(check(
         "bpf-lsm",
@@ -239,6 +241,40 @@ pub fn probe(min_landlock_abi: u8) -> Vec<Check> {
         "",
     ));
     checks
+}
+
+/// Network policy rules: the cgroup-BPF socket programs load, and there is a cgroup v2
+/// to attach them to. Optional: only policies with network rules need them.
+fn socket_rules_check() -> Check {
+    let v2 = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        Some("/sys/fs/cgroup")
+    } else if Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists() {
+        Some("/sys/fs/cgroup/unified (hybrid)")
+    } else {
+        None
+    };
+    match (moat_bpf::probe(), v2) {
+        (Ok(()), Some(v2)) => check(
+            "network-policy",
+            Availability::Ok,
+            format!("cgroup-BPF socket programs load; attached under {v2}"),
+        ),
+        (Err(err), _) => check(
+            "network-policy",
+            Availability::OptionalMissing(format!(
+                "{}: policies with network rules cannot run",
+                crate::executor::error_chain(&err)
+            )),
+            "",
+        ),
+        (Ok(()), None) => check(
+            "network-policy",
+            Availability::OptionalMissing(
+                "no cgroup v2 mount to attach socket programs to: policies with network rules cannot run".into(),
+            ),
+            "",
+        ),
+    }
 }
 
 /// The tools and kernel pieces `--net isolated` and `egress` need. Optional: the default
