@@ -49,8 +49,15 @@ pub enum BpfError {
 pub struct SocketFilter {
     object: Object,
     report: bool,
-    /// Allow-list modes: destinations, protocols.
-    tables_flags: (bool, bool),
+    modes: Modes,
+}
+
+/// The `settings` the tables imply.
+#[derive(Debug, Clone, Copy)]
+struct Modes {
+    address_allow_list: bool,
+    protocol_allow_list: bool,
+    posture_audit: bool,
 }
 
 fn map_error(map: &'static str) -> impl Fn(libbpf_rs::Error) -> BpfError {
@@ -82,7 +89,11 @@ impl SocketFilter {
         let filter = SocketFilter {
             object,
             report,
-            tables_flags: (tables.address_allow_list, tables.protocol_allow_list),
+            modes: Modes {
+                address_allow_list: tables.address_allow_list,
+                protocol_allow_list: tables.protocol_allow_list,
+                posture_audit: tables.posture_audit,
+            },
         };
         filter.fill(tables)?;
         Ok(filter)
@@ -140,11 +151,15 @@ impl SocketFilter {
     }
 
     fn settings(&self, exempt: u32) -> Result<(), BpfError> {
-        let mut settings = Vec::with_capacity(16);
-        for flag in [self.tables_flags.0, self.tables_flags.1, self.report] {
-            settings.extend_from_slice(&u32::from(flag).to_ne_bytes());
-        }
-        settings.extend_from_slice(&exempt.to_ne_bytes());
+        // `struct settings` of socket.bpf.c, in order.
+        let fields = [
+            u32::from(self.modes.address_allow_list),
+            u32::from(self.modes.protocol_allow_list),
+            u32::from(self.report),
+            exempt,
+            u32::from(self.modes.posture_audit),
+        ];
+        let settings: Vec<u8> = fields.iter().flat_map(|f| f.to_ne_bytes()).collect();
         self.map("settings")?
             .update(&0u32.to_ne_bytes(), &settings, MapFlags::ANY)
             .map_err(map_error("settings"))

@@ -239,6 +239,7 @@ fn allow_lists_fall_to_the_default_posture_and_protocols_are_ruled() {
             action: Action::Block,
             label: label("no-udp"),
         }],
+        ..NetworkRules::default()
     };
     let tables = sockrules::compile(&rules);
     let filter = SocketFilter::load(&tables, true).unwrap();

@@ -30,8 +30,8 @@ pub struct ExplainArgs {
     /// selected the sandbox.
     #[arg(long = "label", short = 'l', value_name = "KEY=VALUE")]
     labels: Vec<String>,
-    /// Policy files.
-    #[arg(short = 'f', long = "file", required = true, value_name = "FILE")]
+    /// Policy files, beside those the profile carries.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
     files: Vec<PathBuf>,
 }
 
@@ -56,28 +56,22 @@ pub fn run(command: PolicyCommand) -> i32 {
 
 fn explain(args: &ExplainArgs) -> i32 {
     use moat_policy::enforce::{plan_policies, selects, PathRules};
-    let profile = match moat_policy::Profile::load(&args.profile) {
-        Ok((profile, _)) => profile,
+    let (profile, source) = match moat_policy::Profile::load(&args.profile) {
+        Ok(loaded) => loaded,
         Err(err) => {
             eprintln!("moat: profile: {err}");
             return 125;
         }
     };
-    let mut loaded = Vec::new();
-    let mut findings = Vec::new();
-    for file in &args.files {
-        match std::fs::read_to_string(file) {
-            Ok(text) => {
-                let (policies, found) = check_text(file, &text);
-                loaded.extend(policies);
-                findings.extend(found);
-            }
-            Err(err) => {
-                eprintln!("moat: {}: cannot read: {err}", file.display());
-                return 1;
-            }
+    let mut files = profile.policy_files(&source);
+    files.extend(args.files.iter().cloned());
+    let (loaded, findings) = match moat_policy::kubearmor::load_files(&files) {
+        Ok(loaded) => loaded,
+        Err((file, err)) => {
+            eprintln!("moat: {}: cannot read: {err}", file.display());
+            return 1;
         }
-    }
+    };
     let mut labels: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
     for entry in &args.labels {
         match entry.split_once('=') {
@@ -104,16 +98,27 @@ fn explain(args: &ExplainArgs) -> i32 {
         loaded.clone()
     };
     let plan = match plan_policies(&selected, &findings, &labels) {
-        Ok(plan) => plan,
+        Ok(mut plan) => {
+            plan.network.posture = profile.policy.default_posture.network;
+            plan
+        }
         Err(err) => {
             print_stdout(&format!("moat: the policies cannot be applied: {err}"));
             return 1;
         }
     };
     let mut out = Vec::new();
+    let postures = profile.policy.default_posture;
+    let posture = |p: moat_policy::Posture| match p {
+        moat_policy::Posture::Block => "block",
+        moat_policy::Posture::Audit => "audit (let through, with an alert)",
+    };
     out.push(format!(
-        "profile {}: default posture block for every resource type",
-        profile.name
+        "profile {}: default posture (what an allow list does not name): file {}, process {}, network {}",
+        profile.name,
+        posture(postures.file),
+        posture(postures.process),
+        posture(postures.network)
     ));
     for policy in &loaded {
         let selector = policy.policy.spec.selector.clone().unwrap_or_default();
@@ -187,9 +192,17 @@ fn explain(args: &ExplainArgs) -> i32 {
 /// The network lines of `explain`: the mode of sockets and of connections, and each rule.
 fn describe_network(rules: &NetworkRules, out: &mut Vec<String>) {
     const BPF: &str = "cgroup-BPF on the sandbox's cgroup";
+    let other = match rules.posture {
+        moat_policy::Posture::Block => {
+            "any other is refused with an alert (default posture: block)"
+        }
+        moat_policy::Posture::Audit => {
+            "any other is let through with an alert (default posture: audit)"
+        }
+    };
     match rules.protocol_mode() {
         ListMode::AllowList => out.push(format!(
-            "network protocols: ALLOW-LIST mode: only the allowed protocols' sockets (and unix sockets); any other is refused with an alert (default posture) by {BPF} (sock_create)"
+            "network protocols: ALLOW-LIST mode: the allowed protocols' sockets (and unix sockets); {other}, by {BPF} (sock_create)"
         )),
         ListMode::BlockList if rules.protocols.is_empty() => out.push(
             "network protocols: block-list mode: the profile's protocols (tcp, udp, icmp; raw always closed by seccomp)".into(),
@@ -213,7 +226,7 @@ fn describe_network(rules: &NetworkRules, out: &mut Vec<String>) {
     }
     match rules.address_mode() {
         ListMode::AllowList => out.push(format!(
-            "network destinations: ALLOW-LIST mode: connections and datagrams only to the allowed destinations; any other is refused with an alert (default posture) by {BPF} (connect4/6, sendmsg4/6)"
+            "network destinations: ALLOW-LIST mode: connections and datagrams to the allowed destinations; {other}, by {BPF} (connect4/6, sendmsg4/6)"
         )),
         ListMode::BlockList if rules.addresses.is_empty() => out.push(
             "network destinations: what the profile's network wall allows (see docs/network.md)".into(),

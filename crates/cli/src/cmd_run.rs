@@ -158,15 +158,8 @@ impl RunArgs {
                     .ok_or_else(|| format!("--label {entry:?}: expected KEY=VALUE"))
             })
             .collect::<Result<_, _>>()?;
-        let mut policies = Vec::new();
-        let mut policy_findings = Vec::new();
-        for file in &self.policies {
-            let text = std::fs::read_to_string(file)
-                .map_err(|err| format!("--policy {}: cannot read: {err}", file.display()))?;
-            let (loaded, findings) = moat_policy::kubearmor::check_text(file, &text);
-            policies.extend(loaded);
-            policy_findings.extend(findings);
-        }
+        let (policies, policy_findings) = moat_policy::kubearmor::load_files(&self.policies)
+            .map_err(|(file, err)| format!("--policy {}: cannot read: {err}", file.display()))?;
         Ok(RunRequest {
             labels,
             policies,
@@ -298,6 +291,18 @@ fn run_sandbox(args: &RunArgs, id: &str) -> Outcome {
         Ok(loaded) => loaded,
         Err(err) => return Outcome::failed("profile", &chain(&err)),
     };
+    match moat_policy::kubearmor::load_files(&profile.policy_files(&source)) {
+        Ok((policies, findings)) => {
+            request.policies.extend(policies);
+            request.policy_findings.extend(findings);
+        }
+        Err((file, err)) => {
+            return Outcome::failed(
+                "profile",
+                &format!("policy file {}: cannot read: {err}", file.display()),
+            )
+        }
+    }
     let plan = match compile(&profile, &source, &request, &moat_sandbox::host_facts()) {
         Ok(plan) => plan,
         Err(err) => return Outcome::failed("", &chain(&err)),

@@ -410,6 +410,93 @@ fn destination_rules_block_audit_and_allow_with_alerts() {
 }
 
 #[test]
+fn a_profile_carries_policies_and_an_audit_posture_for_the_network() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::new();
+    policy_file(
+        &scratch,
+        "only-7002.yaml",
+        "  network:\n    matchAddresses:\n      - cidr: 127.0.0.1/32\n        ports: [7002]\n        action: Allow\n",
+    );
+    let profile = scratch.join("watching.toml");
+    let text = include_str!("../../../policies/profiles/untrusted.toml")
+        .replace("name = \"untrusted\"", "name = \"watching\"")
+        .replace("files = []", "files = [\"only-7002.yaml\"]")
+        .replace("network = \"block\" }", "network = \"audit\" }");
+    assert!(
+        text.contains("network = \"audit\""),
+        "the profile's [policy] changed shape"
+    );
+    std::fs::write(&profile, text).unwrap();
+    let profile = profile.to_str().unwrap();
+
+    let explained = moat()
+        .args([
+            "policy",
+            "explain",
+            "--profile",
+            profile,
+            "--label",
+            "team=blue",
+        ])
+        .output()
+        .unwrap();
+    let explained = String::from_utf8_lossy(&explained.stdout);
+    assert!(
+        explained.contains("file block, process block, network audit")
+            && explained.contains("only-7002 (")
+            && explained.contains("let through with an alert (default posture: audit)"),
+        "{explained}"
+    );
+
+    let alerts = scratch.join("audit-posture.jsonl");
+    let ran = run(
+        &[
+            "--profile",
+            profile,
+            "--label",
+            "team=blue",
+            "--alerts",
+            alerts.to_str().unwrap(),
+        ],
+        &["python3", "-c", CONNECT_PROBE],
+    );
+    assert_eq!(
+        ran.stdout.lines().collect::<Vec<_>>(),
+        ["7001:0", "7002:0", "7003:0", "mapped:0"],
+        "an audit posture lets everything through: {}",
+        ran.stderr
+    );
+    let audited: Vec<serde_json::Value> = alerts_in(&alerts)
+        .into_iter()
+        .filter(|a| a["Operation"] == "Network")
+        .collect();
+    assert_eq!(
+        audited.len(),
+        3,
+        "7001, 7003 and the mapped 7001: {audited:#?}"
+    );
+    assert!(audited.iter().all(|a| a["PolicyName"] == "DefaultPosture"
+        && a["Action"] == "Audit"
+        && a["Result"] == "Passed"));
+
+    // Control: the same policy with the block posture denies them (see
+    // destination_rules_block_audit_and_allow_with_alerts); a label it does not select
+    // leaves the profile's policy out.
+    let unselected = run(
+        &["--profile", profile, "--label", "team=red"],
+        &["python3", "-c", CONNECT_PROBE],
+    );
+    assert!(
+        unselected.stderr.contains("only-7002"),
+        "reported as unmatched: {}",
+        unselected.stderr
+    );
+}
+
+#[test]
 fn ten_thousand_rules_apply_and_bad_policies_refuse_the_run() {
     if !require_root() {
         return;

@@ -251,11 +251,12 @@ pub fn compile(
     let filesystem = filesystem(profile, request, host)?;
     let seccomp = SeccompProfile::builtin(&profile.seccomp.filter)?;
     let network = crate::network::plan_network(&profile.network, &request.network)?;
-    let policy = crate::enforce::plan_policies(
+    let mut policy = crate::enforce::plan_policies(
         &request.policies,
         &request.policy_findings,
         &request.labels,
     )?;
+    policy.network.posture = profile.policy.default_posture.network;
     let landlock = landlock(profile, &filesystem);
     let mut filesystem_with_masks = filesystem;
     let landlock = apply_path_policies(landlock, &policy, &mut filesystem_with_masks);

@@ -127,6 +127,8 @@ pub struct NetworkRules {
     pub protocols: Vec<ProtocolRule>,
     /// Destination rules, in policy order.
     pub addresses: Vec<AddressRule>,
+    /// What allow lists do not name meets (the profile's `policy.default_posture.network`).
+    pub posture: crate::profile::Posture,
 }
 
 impl NetworkRules {

@@ -470,6 +470,22 @@ fn locate(body: &str, first_line: usize, needle: &str) -> (usize, usize) {
     (first_line, 1)
 }
 
+/// Reads, parses and checks every policy of `files`; the first file that cannot be read
+/// is an error.
+pub fn load_files(
+    files: &[PathBuf],
+) -> Result<(Vec<LoadedPolicy>, Vec<Diagnostic>), (PathBuf, std::io::Error)> {
+    let mut policies = Vec::new();
+    let mut findings = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(file).map_err(|err| (file.clone(), err))?;
+        let (loaded, found) = check_text(file, &text);
+        policies.extend(loaded);
+        findings.extend(found);
+    }
+    Ok((policies, findings))
+}
+
 /// Parses and checks every policy in `text` (one file, possibly several documents).
 pub fn check_text(file: &Path, text: &str) -> (Vec<LoadedPolicy>, Vec<Diagnostic>) {
     let mut policies = Vec::new();

@@ -23,7 +23,10 @@ pub use network::{
     ALWAYS_CLOSED,
 };
 pub use plan::*;
-pub use profile::{LandlockSettings, Limits, Profile, ProfileError, ProfileSource};
+pub use profile::{
+    LandlockSettings, Limits, PolicySettings, Posture, Postures, Profile, ProfileError,
+    ProfileSource,
+};
 pub use request::{RequestError, RunRequest};
 pub use seccomp::{
     AllowExceptRule, ArgCondition, CompareOp, ConditionalRule, Errno, ErrnoRule, SeccompProfile,

@@ -33,6 +33,67 @@ pub struct Profile {
     /// The network wall (loopback only when absent).
     #[serde(default)]
     pub network: crate::network::NetworkSettings,
+    /// Runtime policies every sandbox of the profile is checked against.
+    #[serde(default)]
+    pub policy: PolicySettings,
+}
+
+/// `[policy]`: KubeArmor-format policies the profile carries, and what an allow list
+/// does not name meets.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySettings {
+    /// Policy files, applied like `--policy` (their selectors still choose sandboxes);
+    /// relative paths are relative to the profile's own directory.
+    #[serde(default)]
+    pub files: Vec<PathBuf>,
+    /// The default posture per resource type.
+    #[serde(default)]
+    pub default_posture: Postures,
+}
+
+/// The default posture of each resource type in allow-list mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Postures {
+    /// File access.
+    #[serde(default)]
+    pub file: Posture,
+    /// Execution.
+    #[serde(default)]
+    pub process: Posture,
+    /// Network protocols and destinations.
+    #[serde(default)]
+    pub network: Posture,
+}
+
+/// What an allow list does not name meets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Posture {
+    /// Denied, with an alert.
+    #[default]
+    Block,
+    /// Let through, with an alert.
+    Audit,
+}
+
+impl Profile {
+    /// The profile's policy files, relative ones resolved against the profile's directory.
+    pub fn policy_files(&self, source: &ProfileSource) -> Vec<PathBuf> {
+        let base = match source {
+            ProfileSource::File(path) => path.parent().map(Path::to_path_buf),
+            ProfileSource::Builtin(_) => None,
+        };
+        self.policy
+            .files
+            .iter()
+            .map(|file| match &base {
+                Some(base) if file.is_relative() => base.join(file),
+                _ => file.clone(),
+            })
+            .collect()
+    }
 }
 
 /// Resource limits as written in a profile (sizes as text such as `2G`).
@@ -252,6 +313,21 @@ impl Profile {
                 "landlock.min_abi must be at least 1: Landlock is a required wall".into(),
             ));
         }
+        for (key, posture) in [
+            ("file", self.policy.default_posture.file),
+            ("process", self.policy.default_posture.process),
+        ] {
+            if posture == Posture::Audit {
+                return Err(invalid(format!(
+                    "policy.default_posture.{key} = \"audit\": moat enforces {key} allow lists with Landlock, which can deny but not report what it lets through, so an audit posture would silently allow everything; use \"block\" (network may be \"audit\")"
+                )));
+            }
+        }
+        if let Some(builtin) = self.policy.files.iter().find(|f| f.as_os_str().is_empty()) {
+            return Err(invalid(format!(
+                "policy.files: an empty path ({builtin:?})"
+            )));
+        }
         Ok(())
     }
 }
@@ -323,5 +399,46 @@ mod tests {
         assert!(err.to_string().contains("limits.pids: 2"), "{err}");
         // Control: the builtin values themselves pass.
         assert!(Profile::parse(&toml::to_string(&builtin).unwrap(), "p.toml").is_ok());
+    }
+
+    #[test]
+    fn postures_and_policy_files() {
+        let (builtin, _) = Profile::load("untrusted").unwrap();
+        assert_eq!(builtin.policy.default_posture, Postures::default());
+        assert_eq!(builtin.policy.default_posture.network, Posture::Block);
+        let mut audit = builtin.clone();
+        audit.policy.default_posture.network = Posture::Audit;
+        audit.policy.files = vec!["base.yaml".into(), "/etc/moat/policies/x.yaml".into()];
+        let parsed = Profile::parse(&toml::to_string(&audit).unwrap(), "p.toml").unwrap();
+        assert_eq!(parsed.policy.default_posture.network, Posture::Audit);
+        assert_eq!(
+            parsed.policy_files(&ProfileSource::File("/etc/moat/profiles/hub.toml".into())),
+            [
+                PathBuf::from("/etc/moat/profiles/base.yaml"),
+                PathBuf::from("/etc/moat/policies/x.yaml")
+            ]
+        );
+        for key in ["file", "process"] {
+            let mut bad = builtin.clone();
+            if key == "file" {
+                bad.policy.default_posture.file = Posture::Audit;
+            } else {
+                bad.policy.default_posture.process = Posture::Audit;
+            }
+            let err = Profile::parse(&toml::to_string(&bad).unwrap(), "p.toml").unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains(&format!("policy.default_posture.{key} = \"audit\"")),
+                "{err}"
+            );
+        }
+        let err = Profile::parse(
+            &toml::to_string(&builtin)
+                .unwrap()
+                .replace("network = \"block\"", "network = \"allow\""),
+            "p.toml",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown variant `allow`"), "{err}");
     }
 }

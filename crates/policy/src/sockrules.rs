@@ -90,6 +90,8 @@ pub struct SocketTables {
     pub address_allow_list: bool,
     /// Sockets only of allowed protocols.
     pub protocol_allow_list: bool,
+    /// What the allow lists do not name is let through with an alert, not denied.
+    pub posture_audit: bool,
     /// Rules by index.
     pub rules: Vec<RuleInfo>,
 }
@@ -140,6 +142,7 @@ pub fn compile(rules: &NetworkRules) -> SocketTables {
     let mut tables = SocketTables {
         address_allow_list: rules.address_mode() == ListMode::AllowList,
         protocol_allow_list: rules.protocol_mode() == ListMode::AllowList,
+        posture_audit: rules.posture == crate::profile::Posture::Audit,
         ..SocketTables::default()
     };
 

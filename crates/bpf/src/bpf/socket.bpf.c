@@ -83,6 +83,7 @@ struct settings {
 	// The sandbox's init, which configures its interfaces with inet ioctl sockets
 	// before the workload exists; it runs moat's code only (no ptrace into it).
 	__u32 exempt_tgid;
+	__u32 posture_audit; // what the allow lists do not name: let through, reported
 };
 
 struct event {
@@ -240,8 +241,9 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, __u8 op, struct spa
 		return 0;
 	}
 	if (s->address_allow_list && !(scan.verdict & ACTION_ALLOW)) {
-		report(op, 1, RULE_POSTURE, family, type, scan.protocol, port, addr, addr_len);
-		return 0;
+		int deny = !s->posture_audit;
+		report(op, deny, RULE_POSTURE, family, type, scan.protocol, port, addr, addr_len);
+		return !deny;
 	}
 	if (scan.verdict & ACTION_AUDIT)
 		report(op, 0, scan.audit_rule, family, type, scan.protocol, port, addr, addr_len);
@@ -331,8 +333,9 @@ int moat_sock_create(struct bpf_sock *ctx)
 		return 0;
 	}
 	if (s->protocol_allow_list && !(v->action & ACTION_ALLOW)) {
-		report(OP_SOCKET, 1, RULE_POSTURE, family, ctx->type, ctx->protocol, 0, 0, 0);
-		return 0;
+		int deny = !s->posture_audit;
+		report(OP_SOCKET, deny, RULE_POSTURE, family, ctx->type, ctx->protocol, 0, 0, 0);
+		return !deny;
 	}
 	if (v->action & ACTION_AUDIT)
 		report(OP_SOCKET, 0, v->rule, family, ctx->type, ctx->protocol, 0, 0, 0);
