@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
-# moat runtime-policy benchmark: what KubeArmor-format policies (Landlock rules) cost
-# at run time and at start-up.
+# moat runtime-policy benchmark: what KubeArmor-format policies (Landlock file rules,
+# cgroup-BPF network rules) cost at run time and at start-up.
 #
 #   sudo bench/policy.sh
 #
-# For N = 0, 10, 1000, 10000 rules and two rule sets:
+# For N = 0, 10, 1000, 10000 rules and four rule sets:
 #   A  N file Block rules on paths that do not exist (/srv/none/fileI): skipped by moat
 #   B  N file Block rules on real files under /usr/share (moat carves /usr/share into
 #      one Landlock rule per sibling entry)
+#   C  N network Block rules on distinct /32s in 10.0.0.0/8 (10.x.y.z/32, port 443): the
+#      probe's connect to 127.0.0.1 misses in the longest-prefix-match trie
+#   D  N network Block rules on 127.0.0.0/8, each on its own port (20000+I), none the
+#      probe's: every connect to 127.0.0.1 scans all N entries and matches none (worst
+#      case). The ports must stay below the sandbox's ephemeral range, from which the
+#      probe's listener takes its port; checked, and so is that a D policy with one more
+#      rule on the ephemeral range does make the probe's connect fail
 # it measures inside `moat run --label bench=yes [--policy P]`:
 #   1. open+close of a file no rule blocks (/etc/hostname), ns/op, median of OPEN_REPS
 #   2. fork+execve+wait of /bin/true, µs/exec, median of EXEC_REPS
@@ -26,6 +33,7 @@
 # Environment (all optional):
 #   MOAT=/path/to/moat   moat binary (default: target/release/moat, else target/debug/moat)
 #   NS="0 10 1000 10000" rule counts
+#   SETS="A B C D"       rule sets to measure (native and N=0 are always measured)
 #   OPEN_N=1000000 OPEN_REPS=5   EXEC_N=2000 EXEC_REPS=3   CONN_N=20000 CONN_REPS=3
 #   STARTUP_RUNS=20      hyperfine runs per start-up case (after 3 warm-up runs)
 #   SLOW_START_MS=2000   a case whose first start takes longer gets 1 repetition per probe
@@ -35,6 +43,7 @@ set -euo pipefail
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$BENCH_DIR")
 NS=${NS:-"0 10 1000 10000"}
+SETS=${SETS:-"A B C D"}
 OPEN_N=${OPEN_N:-1000000}
 OPEN_REPS=${OPEN_REPS:-5}
 EXEC_N=${EXEC_N:-2000}
@@ -59,6 +68,10 @@ done
 [[ -x $MOAT ]] || die "no moat binary at $MOAT (cargo build --release -p moat)"
 [[ -x $LDSO ]] || die "no ELF interpreter at $LDSO"
 [[ -r $OPEN_FILE ]] || die "$OPEN_FILE is missing"
+for set in $SETS; do
+    [[ $set == [ABCD] ]] || die "SETS: unknown rule set $set (A, B, C or D)"
+done
+has_set() { [[ " $SETS " == *" $1 "* ]]; }
 
 ROOT=/tmp/moat-pbench
 cleanup() {
@@ -161,28 +174,58 @@ gcc -O2 -Wall -o "$BUILD/probe" "$BUILD/probe.c"
 install -m 0755 "$BUILD/probe" "$HOME_DIR/probe"
 
 # ---- policies ------------------------------------------------------------------------
-# file list for rule set B (the largest N; smaller sets are prefixes)
 MAXN=0
 for n in $NS; do (( n > MAXN )) && MAXN=$n; done
-find /usr/share -type f 2>/dev/null | head -n "$MAXN" >"$POL/files.txt" || true
-(( $(wc -l <"$POL/files.txt") >= MAXN )) || die "fewer than $MAXN files under /usr/share"
+# file list for rule set B (the largest N; smaller sets are prefixes)
+: >"$POL/files.txt"
+if has_set B; then
+    find /usr/share -type f 2>/dev/null | head -n "$MAXN" >"$POL/files.txt" || true
+    (( $(wc -l <"$POL/files.txt") >= MAXN )) || die "fewer than $MAXN files under /usr/share"
+fi
+(( MAXN < 1 << 24 )) || die "NS: at most $(( (1 << 24) - 1 )) rules (set C's addresses in 10.0.0.0/8)"
+# set D's ports (20000 .. 20000+MAXN-1) must miss the probe's listener, which binds port
+# 0 and so gets one from the sandbox's ephemeral range
+D_PORT=20000
+if has_set D; then
+    read -r EPH_LO EPH_HI < <("$MOAT" run --label bench=yes -- cat /proc/sys/net/ipv4/ip_local_port_range) \
+        || die "cannot read the sandbox's ip_local_port_range"
+    (( D_PORT + MAXN <= EPH_LO )) \
+        || die "set D's ports $D_PORT-$(( D_PORT + MAXN - 1 )) reach the sandbox's ephemeral range $EPH_LO-$EPH_HI"
+fi
 
-python3 - "$POL" "$NS" <<'EOF'
+python3 - "$POL" "$NS" "$SETS" "$D_PORT" "${EPH_LO:-0}" "${EPH_HI:-0}" <<'EOF'
 import json, sys
-pol, ns = sys.argv[1], [int(x) for x in sys.argv[2].split()]
+pol, ns, sets = sys.argv[1], [int(x) for x in sys.argv[2].split()], sys.argv[3].split()
+d_port, eph_lo, eph_hi = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 files = open(f"{pol}/files.txt").read().split("\n")
 head = ('apiVersion: security.kubearmor.com/v1\nkind: KubeArmorPolicy\n'
         'metadata: {name: bench}\nspec:\n  selector: {matchLabels: {bench: "yes"}}\n'
         '  action: Block\n')
+def c_rule(i):  # 10.0.0.1/32, 10.0.0.2/32, ...
+    a = i + 1
+    return f"      - cidr: 10.{a >> 16 & 255}.{a >> 8 & 255}.{a & 255}/32\n        ports: [443]\n"
+def d_rule(i):
+    return f"      - cidr: 127.0.0.0/8\n        ports: [{d_port + i}]\n"
+rules = {
+    "A": ("file", "matchPaths", lambda i: f"      - path: /srv/none/file{i}\n"),
+    "B": ("file", "matchPaths", lambda i: f"      - path: {json.dumps(files[i])}\n"),
+    "C": ("network", "matchAddresses", c_rule),
+    "D": ("network", "matchAddresses", d_rule),
+}
 for n in ns:
     if n == 0:
         continue
-    with open(f"{pol}/A{n}.yaml", "w") as f:
-        f.write(head + "  file:\n    matchPaths:\n")
-        f.writelines(f"      - path: /srv/none/file{i}\n" for i in range(n))
-    with open(f"{pol}/B{n}.yaml", "w") as f:
-        f.write(head + "  file:\n    matchPaths:\n")
-        f.writelines(f"      - path: {json.dumps(p)}\n" for p in files[:n])
+    for s in sets:
+        section, key, rule = rules[s]
+        with open(f"{pol}/{s}{n}.yaml", "w") as f:
+            f.write(head + f"  {section}:\n    {key}:\n")
+            f.writelines(rule(i) for i in range(n))
+if "D" in sets:
+    # the enforcement check: the largest D set plus a rule on the listener's port range
+    with open(f"{pol}/Dcheck.yaml", "w") as f:
+        f.write(head + "  network:\n    matchAddresses:\n")
+        f.writelines(d_rule(i) for i in range(max(ns)))
+        f.write(f'      - cidr: 127.0.0.0/8\n        ports: ["{eph_lo}-{eph_hi}"]\n')
 EOF
 
 # ---- measuring -----------------------------------------------------------------------
@@ -244,6 +287,16 @@ measure() {
     fi
 }
 
+if has_set D; then
+    # set D must measure an enforcing path: with a rule on the listener's port (after all
+    # the others, so the whole run is scanned) the probe's connect is refused
+    out=$(run_probe "--policy $POL/Dcheck.yaml" connect 1 2>&1) \
+        && die "set D: connect to 127.0.0.1 succeeded under a rule blocking its port"
+    [[ $out == *"connect: Operation not permitted"* ]] \
+        || die "set D: the check run failed otherwise than by a refused connect: $out"
+    echo "policy.sh: set D check: a rule on the listener's port makes connect fail" >&2
+fi
+
 ROWS=(native)
 measure native native
 for n in $NS; do
@@ -253,7 +306,7 @@ for n in $NS; do
     fi
 done
 [[ -n ${OPEN[moat0]:-} ]] || die "NS must include 0 (the reference row)"
-for set in A B; do
+for set in $SETS; do
     for n in $NS; do
         (( n == 0 )) && continue
         measure "$set$n" "--policy $POL/$set$n.yaml"
@@ -269,7 +322,9 @@ label() {
         native) echo "native (no moat)" ;;
         moat0) echo "moat, no policy (N=0)" ;;
         A*) echo "A: ${1#A} nonexistent paths" ;;
-        B*) echo "B: ${1#B} files under /usr/share + exec rule" ;;
+        B*) echo "B: ${1#B} files under /usr/share" ;;
+        C*) echo "C: ${1#C} /32s in 10.0.0.0/8 (trie miss)" ;;
+        D*) echo "D: ${1#D} ports on 127.0.0.0/8 (full scan)" ;;
     esac
 }
 echo
@@ -288,4 +343,4 @@ for r in "${ROWS[@]}"; do
         "${CONN[$r]}" "$(ratio "${CONN[$r]}" "${CONN[moat0]}")" "$(ratio "${CONN[$r]}" "${CONN[native]}")" \
         "${START[$r]}${SLOW[$r]:+ *}" "$(awk -v a="${START[$r]}" -v b="${START[moat0]}" 'BEGIN {printf "%+.1f", a - b}')"
 done
-(( ${#SLOW[@]} == 0 )) || echo $'\n'"* start-up over ${SLOW_START_MS} ms: 1 repetition of each probe, 3 start-up runs without warm-up."
+[[ -z ${SLOW[*]:-} ]] || echo $'\n'"* start-up over ${SLOW_START_MS} ms: 1 repetition of each probe, 3 start-up runs without warm-up."

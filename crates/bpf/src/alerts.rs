@@ -2,7 +2,6 @@
 //! per default-posture denial. Events the ring buffer had no room for are counted by the
 //! programs and reported in a `SystemEvent` alert, so loss is never silent.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +10,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use libbpf_rs::{MapCore, MapFlags, RingBufferBuilder};
+use moat_events::process::ProcessCache;
 use moat_events::{Alert, AlertContext, AlertWriter};
 use moat_policy::sockrules::{RuleInfo, SocketTables};
 
@@ -329,48 +329,6 @@ fn socket_type(value: u8) -> String {
         3 => "SOCK_RAW".into(),
         5 => "SOCK_SEQPACKET".into(),
         other => other.to_string(),
-    }
-}
-
-/// What /proc says about an acting process, looked up once per process.
-#[derive(Debug, Clone, Default)]
-struct Process {
-    pid: i64,
-    ppid: i64,
-    exe: String,
-}
-
-#[derive(Default)]
-struct ProcessCache {
-    known: HashMap<i64, Process>,
-}
-
-impl ProcessCache {
-    fn get(&mut self, host_pid: i64, comm: &str) -> &Process {
-        if self.known.len() > 4096 {
-            self.known.clear();
-        }
-        self.known.entry(host_pid).or_insert_with(|| {
-            let status =
-                std::fs::read_to_string(format!("/proc/{host_pid}/status")).unwrap_or_default();
-            let field = |name: &str| {
-                status
-                    .lines()
-                    .find_map(|l| l.strip_prefix(name))
-                    .and_then(|v| v.split_whitespace().last())
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0)
-            };
-            // The process may be gone already: its command name from the event then.
-            let exe = std::fs::read_link(format!("/proc/{host_pid}/exe"))
-                .map(|p| p.to_string_lossy().into_owned())
-                .unwrap_or_else(|_| comm.to_string());
-            Process {
-                pid: field("NSpid:"),
-                ppid: field("PPid:"),
-                exe,
-            }
-        })
     }
 }
 

@@ -174,9 +174,22 @@ fn explain(args: &ExplainArgs) -> i32 {
         "capabilities: {} rule(s), satisfied: the {} profile holds no capability at all",
         plan.capability_rules, profile.name
     ));
+    for (rules, what) in [
+        (&plan.file_audit, "opens of it"),
+        (&plan.process_audit, "executions of it"),
+    ] {
+        for rule in rules {
+            out.push(format!(
+                "  Audit {}{} [{}]: let through; fanotify reports {what} through the sandbox's mounts (--alerts)",
+                rule.path,
+                if rule.recursive { " (recursive)" } else { "" },
+                rule.policy
+            ));
+        }
+    }
     if plan.audit_rules > 0 {
         out.push(format!(
-            "audit: {} file or process Audit rule(s) accepted; their alerts are not produced yet",
+            "audit: {} matchPatterns Audit rule(s) accepted; no mechanism here can watch a pattern, so they produce no alert",
             plan.audit_rules
         ));
     }

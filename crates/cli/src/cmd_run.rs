@@ -312,8 +312,29 @@ fn run_sandbox(args: &RunArgs, id: &str) -> Outcome {
     }
     if plan.policy.audit_rules > 0 {
         eprintln!(
-            "moat: warning: {} file or process Audit rule(s) are accepted but produce no alert yet",
+            "moat: warning: {} matchPatterns Audit rule(s) are accepted but produce no alert",
             plan.policy.audit_rules
+        );
+    }
+    let audited = plan.policy.file_audit.len()
+        + plan.policy.process_audit.len()
+        + plan
+            .policy
+            .network
+            .addresses
+            .iter()
+            .filter(|r| r.action == moat_policy::kubearmor::Action::Audit)
+            .count()
+        + plan
+            .policy
+            .network
+            .protocols
+            .iter()
+            .filter(|r| r.action == moat_policy::kubearmor::Action::Audit)
+            .count();
+    if audited > 0 && args.alerts.is_none() {
+        eprintln!(
+            "moat: warning: {audited} Audit rule(s) apply, and Audit rules only report: without --alerts they do nothing"
         );
     }
     if args.dry_run {
@@ -343,6 +364,20 @@ fn run_sandbox(args: &RunArgs, id: &str) -> Outcome {
                     eprintln!(
                         "moat: warning: alerts may be incomplete: {} record(s) dropped by the kernel, {} reader overflow(s), {} audit event(s) not received (a SystemEvent alert says so)",
                         alerts.kernel_lost, alerts.socket_overflows, alerts.events_missed
+                    );
+                }
+            }
+            if let Some(audit) = &report.audit_alerts {
+                if let Some(error) = &audit.error {
+                    eprintln!("moat: warning: Audit alerts: {error}");
+                }
+                for missing in &audit.missing {
+                    eprintln!("moat: warning: Audit rule {missing}: no such path in the sandbox, so nothing was watched");
+                }
+                if audit.overflows > 0 {
+                    eprintln!(
+                        "moat: warning: Audit alerts may be incomplete: the kernel's file event queue overflowed {} time(s) (a SystemEvent alert says so)",
+                        audit.overflows
                     );
                 }
             }

@@ -497,6 +497,113 @@ fn a_profile_carries_policies_and_an_audit_posture_for_the_network() {
 }
 
 #[test]
+fn audit_rules_let_through_and_report_opens_and_executions() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let policy = policy_file(
+        &scratch,
+        "watch.yaml",
+        "  action: Audit\n  severity: 3\n  tags: [watch]\n  file:\n    matchPaths:\n      - path: /etc/os-release\n    matchDirectories:\n      - dir: /etc/ssl/\n        recursive: true\n      - dir: /home/jovyan/\n  process:\n    matchPaths:\n      - path: /bin/cat\n",
+    );
+    let alerts = scratch.join("audit.jsonl");
+    let workload = "sleep 1; cat /etc/os-release >/dev/null && cat /etc/ssl/openssl.cnf >/dev/null && echo x > ~/notes.txt && head -c1 /etc/hostname >/dev/null && echo done";
+    let child = moat()
+        .args([
+            "run",
+            "--policy",
+            &policy,
+            "--label",
+            "team=blue",
+            "--alerts",
+            alerts.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            workload,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The host reads the same files while the sandbox runs: the marks see those opens
+    // too, and they must not become the sandbox's alerts.
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    for _ in 0..5 {
+        std::fs::read("/etc/os-release").unwrap();
+        let _ = std::process::Command::new("cat")
+            .arg("/etc/os-release")
+            .output();
+    }
+    let ran = child.wait_with_output().unwrap();
+    assert_eq!(
+        (
+            ran.status.code(),
+            String::from_utf8_lossy(&ran.stdout).trim()
+        ),
+        (Some(0), "done"),
+        "Audit lets everything through: {}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let found: Vec<serde_json::Value> = alerts_in(&alerts)
+        .into_iter()
+        .filter(|a| a["Enforcer"] == "fanotify")
+        .collect();
+    let resources = |operation: &str| -> Vec<String> {
+        found
+            .iter()
+            .filter(|a| a["Operation"] == operation)
+            .map(|a| a["Resource"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        resources("File")
+            .iter()
+            .filter(|r| r.as_str() == "/usr/lib/os-release")
+            .count(),
+        1,
+        "one open in the sandbox, none of the host's five: {found:#?}"
+    );
+    assert!(
+        resources("File").contains(&"/etc/ssl/openssl.cnf".to_string()),
+        "{found:#?}"
+    );
+    assert!(
+        resources("File").contains(&"/home/jovyan/notes.txt".to_string()),
+        "created during the run: {found:#?}"
+    );
+    assert!(
+        !resources("File").contains(&"/etc/hostname".to_string()),
+        "no rule names it"
+    );
+    assert_eq!(
+        resources("Process"),
+        ["/usr/bin/cat", "/usr/bin/cat"],
+        "two cats, symlink resolved: {found:#?}"
+    );
+    for alert in &found {
+        assert_eq!(alert["PolicyName"], "watch");
+        assert_eq!(
+            (alert["Action"].as_str(), alert["Result"].as_str()),
+            (Some("Audit"), Some("Passed"))
+        );
+        assert_eq!(alert["Severity"], "3");
+        assert_eq!(alert["Tags"], "watch");
+        assert_eq!(alert["UID"], 1000, "{alert}");
+        assert!(alert["PID"].as_i64().unwrap() > 1, "{alert}");
+    }
+
+    // Control: the same workload without the policy raises none of these.
+    let quiet = scratch.join("quiet-audit.jsonl");
+    let control = sh(&["--alerts", quiet.to_str().unwrap()], workload);
+    assert_eq!(control.stdout.trim(), "done");
+    assert!(alerts_in(&quiet)
+        .iter()
+        .all(|a| a["Enforcer"] != "fanotify"));
+}
+
+#[test]
 fn ten_thousand_rules_apply_and_bad_policies_refuse_the_run() {
     if !require_root() {
         return;

@@ -10,7 +10,9 @@
 
 pub mod alert;
 pub mod audit;
+pub mod fanotify;
 pub mod landlock;
+pub mod process;
 
 pub use alert::{Alert, AlertContext, AlertWriter, RuleMatch};
 pub use landlock::{spawn_reader, ReaderHandle, ReaderReport};

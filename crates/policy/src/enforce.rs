@@ -73,7 +73,11 @@ pub struct PolicyPlan {
     pub process: PathRules,
     /// Socket rules: protocols and destinations (cgroup-BPF).
     pub network: NetworkRules,
-    /// File and process Audit rules (accepted; alerts are not produced yet).
+    /// File Audit rules: opens are let through and reported (fanotify).
+    pub file_audit: Vec<PathRule>,
+    /// Process Audit rules: executions are let through and reported (fanotify).
+    pub process_audit: Vec<PathRule>,
+    /// Audit rules that produce no alert (matchPatterns: no mark can name a pattern).
     pub audit_rules: usize,
     /// Capability rules: satisfied by the profile (no capabilities at all).
     pub capability_rules: usize,
@@ -252,9 +256,9 @@ pub fn plan_policies(
         }
         plan.applied.push(name.clone());
         let spec = &policy.spec;
-        for (section, rules) in [
-            (&spec.file, &mut plan.file),
-            (&spec.process, &mut plan.process),
+        for (section, rules, audit) in [
+            (&spec.file, &mut plan.file, &mut plan.file_audit),
+            (&spec.process, &mut plan.process, &mut plan.process_audit),
         ] {
             let Some(section) = section else { continue };
             let mut add = |action: Action, rule: PathRule| match action {
@@ -263,7 +267,7 @@ pub fn plan_policies(
                     rules.mode = ListMode::AllowList;
                     rules.allow.push(rule);
                 }
-                Action::Audit => plan.audit_rules += 1,
+                Action::Audit => audit.push(rule),
             };
             for rule in &section.match_paths {
                 let Some(path) = rule

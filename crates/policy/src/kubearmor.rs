@@ -852,7 +852,15 @@ impl Checker<'_> {
             for rule in &section.match_patterns {
                 rules += 1;
                 let action = self.action([&rule.labels, &section.labels, &spec.labels], &mut found);
-                self.unenforceable("matchPatterns", &rule.pattern, action, &mut found);
+                if action == Action::Audit {
+                    found.push(self.at(
+                        &rule.pattern,
+                        Level::Warning,
+                        "matchPatterns cannot be watched by moat's mechanisms (marks name files and directories, not patterns): this Audit rule produces no alert".into(),
+                    ));
+                } else {
+                    self.unenforceable("matchPatterns", &rule.pattern, action, &mut found);
+                }
             }
         }
         if let Some(section) = &spec.network {

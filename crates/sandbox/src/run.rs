@@ -110,6 +110,9 @@ pub struct RunReport {
     /// What the socket programs' alert reader did, when alerts were asked for and network
     /// policy rules apply.
     pub socket_alerts: Option<moat_bpf::alerts::AlertsReport>,
+    /// What the Audit-rule watcher did, when alerts were asked for and file or process
+    /// Audit rules apply.
+    pub audit_alerts: Option<moat_events::fanotify::AuditReport>,
 }
 
 /// Options of a foreground run.
@@ -173,6 +176,10 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunReport, SandboxError>
         .socket_reader
         .take()
         .map(moat_bpf::alerts::AlertsHandle::finish);
+    let audit_alerts = sandbox
+        .audit_watcher
+        .take()
+        .map(moat_events::fanotify::AuditHandle::finish);
     let cleanup_warnings = sandbox.destroy();
     let status = result?;
     Ok(RunReport {
@@ -181,6 +188,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunReport, SandboxError>
         cleanup_warnings,
         alerts,
         socket_alerts,
+        audit_alerts,
     })
 }
 
@@ -192,6 +200,28 @@ fn lease_owner(plan: &Plan) -> LeaseOwner<'_> {
         (None, moat_policy::HomePlan::Bind { host_path }) => LeaseOwner::Home(host_path),
         (None, moat_policy::HomePlan::Ephemeral { .. }) => LeaseOwner::Sandbox(&plan.id),
     }
+}
+
+/// The file and process Audit rules of the plan, as fanotify watches.
+fn audit_watches(plan: &Plan) -> Vec<moat_events::fanotify::AuditWatch> {
+    let watch = |rule: &moat_policy::enforce::PathRule, exec| moat_events::fanotify::AuditWatch {
+        path: rule.path.clone(),
+        directory: rule.directory,
+        recursive: rule.recursive,
+        exec,
+        rule: moat_events::RuleMatch {
+            policy: rule.policy.clone(),
+            severity: rule.severity,
+            tags: rule.tags.clone(),
+            message: rule.message.clone(),
+        },
+    };
+    plan.policy
+        .file_audit
+        .iter()
+        .map(|r| watch(r, false))
+        .chain(plan.policy.process_audit.iter().map(|r| watch(r, true)))
+        .collect()
 }
 
 /// What alerts need to know about the sandbox: ids, labels, and the policy rules by path
@@ -240,6 +270,7 @@ struct Sandbox {
     container: Option<Container>,
     reader: Option<moat_events::ReaderHandle>,
     socket_reader: Option<moat_bpf::alerts::AlertsHandle>,
+    audit_watcher: Option<moat_events::fanotify::AuditHandle>,
 }
 
 impl Sandbox {
@@ -293,6 +324,7 @@ impl Sandbox {
             container: None,
             reader: None,
             socket_reader: None,
+            audit_watcher: None,
         };
         // Best effort: gc also finds a dead sandbox's lease by scanning the slots.
         let _ = record.save(&dir);
@@ -377,6 +409,19 @@ impl Sandbox {
                         .map_err(SandboxError::Alerts)?,
                 );
             }
+        }
+        let watches = audit_watches(plan);
+        if let (Some(writer), false) = (&writer, watches.is_empty()) {
+            // Marked through the init's root before the workload exists.
+            self.audit_watcher = Some(
+                moat_events::fanotify::spawn_audit(
+                    alert_context(plan, &self.lease),
+                    writer.clone(),
+                    init.as_raw(),
+                    watches,
+                )
+                .map_err(SandboxError::Alerts)?,
+            );
         }
         if let Some(writer) = writer {
             let context = alert_context(plan, &self.lease);
