@@ -23,7 +23,7 @@ const OP_SOCKET: u8 = 1;
 const OP_CONNECT: u8 = 2;
 const OP_SENDMSG: u8 = 3;
 /// `struct event` of socket.bpf.c.
-const EVENT_SIZE: usize = 60;
+const EVENT_SIZE: usize = 68;
 
 /// What the reader did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -124,6 +124,7 @@ fn read(
             updated_time: now.1,
             host_name: host_name.clone(),
             pod_name: context.id.clone(),
+            labels: context.labels_text(),
             container_id: context.id.clone(),
             container_name: context.hostname.clone(),
             kind: "SystemEvent".into(),
@@ -184,6 +185,8 @@ struct Event {
     protocol: u16,
     port: u16,
     addr: [u8; 16],
+    addr_len: u8,
+    sandbox_pid: u32,
     comm: String,
 }
 
@@ -208,12 +211,14 @@ impl Event {
             protocol: u16_at(24)?,
             port: u16_at(26)?,
             addr: data[28..44].try_into().ok()?,
+            addr_len: data[60],
+            sandbox_pid: u32_at(64)?,
             comm: String::from_utf8_lossy(&comm[..end]).into_owned(),
         })
     }
 
     fn remote(&self) -> IpAddr {
-        if self.family == libc::AF_INET6 as u8 && !self.addr[4..].iter().all(|&b| b == 0) {
+        if self.addr_len == 16 {
             IpAddr::V6(Ipv6Addr::from(self.addr))
         } else {
             IpAddr::V4(Ipv4Addr::new(
@@ -235,7 +240,7 @@ impl Event {
         let rule = (self.rule != RULE_POSTURE)
             .then(|| rules.get(self.rule as usize))
             .flatten();
-        let process = processes.get(i64::from(self.host_pid), &self.comm);
+        let process = processes.get_named(i64::from(self.host_pid), &self.comm);
         let protocol = match self.protocol {
             6 => "TCP".to_string(),
             17 => "UDP".to_string(),
@@ -278,17 +283,16 @@ impl Event {
             updated_time: now.1,
             host_name: host_name.to_string(),
             pod_name: context.id.clone(),
-            labels: context
-                .labels
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(","),
+            labels: context.labels_text(),
             container_id: context.id.clone(),
             container_name: context.hostname.clone(),
             host_pid: i64::from(self.host_pid),
             ppid: process.ppid,
-            pid: process.pid,
+            pid: if self.sandbox_pid != 0 {
+                i64::from(self.sandbox_pid)
+            } else {
+                process.pid
+            },
             uid: i64::from(self.uid) - i64::from(context.host_id_base),
             process_name: process.exe.clone(),
             parent_process_name: String::new(),
@@ -350,6 +354,9 @@ mod tests {
         data[26..28].copy_from_slice(&8080u16.to_ne_bytes());
         data[28..32].copy_from_slice(&[192, 0, 2, 7]);
         data[44..48].copy_from_slice(b"curl");
+        data[60] = 4;
+        data.resize(72, 0);
+        data[64..68].copy_from_slice(&2u32.to_ne_bytes());
         let event = Event::parse(&data).unwrap();
         assert_eq!(event.host_pid, 4242);
         assert_eq!(event.uid, 1_073_742_824);
@@ -358,6 +365,15 @@ mod tests {
         assert_eq!(event.port, 8080);
         assert_eq!(event.remote().to_string(), "192.0.2.7");
         assert_eq!(event.comm, "curl");
+        assert_eq!(event.sandbox_pid, 2);
         assert!(Event::parse(&data[..40]).is_none());
+        // An IPv6 destination whose last twelve bytes are zero is still IPv6.
+        data[22] = libc::AF_INET6 as u8;
+        data[28..44].copy_from_slice(&"2001:db8::".parse::<Ipv6Addr>().unwrap().octets());
+        data[60] = 16;
+        assert_eq!(
+            Event::parse(&data).unwrap().remote().to_string(),
+            "2001:db8::"
+        );
     }
 }

@@ -147,19 +147,37 @@ impl SocketFilter {
                 .update(&(class as u32).to_ne_bytes(), &value, MapFlags::ANY)
                 .map_err(map_error("protocols"))?;
         }
-        self.settings(0)
+        self.settings(None)
     }
 
-    fn settings(&self, exempt: u32) -> Result<(), BpfError> {
+    /// `sandbox_init`: the init's pid as moat sees it; its pid namespace is the
+    /// sandbox's, where the init itself is pid 1.
+    fn settings(&self, sandbox_init: Option<u32>) -> Result<(), BpfError> {
+        let (exempt, (dev, ino)) = match sandbox_init {
+            Some(pid) => (
+                1,
+                pid_namespace(pid).map_err(|e| BpfError::Fill {
+                    map: "settings",
+                    message: format!("cannot identify the sandbox's pid namespace: {e}"),
+                })?,
+            ),
+            None => (0, (0, 0)),
+        };
         // `struct settings` of socket.bpf.c, in order.
-        let fields = [
+        let flags = [
             u32::from(self.modes.address_allow_list),
             u32::from(self.modes.protocol_allow_list),
             u32::from(self.report),
             exempt,
             u32::from(self.modes.posture_audit),
+            0,
         ];
-        let settings: Vec<u8> = fields.iter().flat_map(|f| f.to_ne_bytes()).collect();
+        let settings: Vec<u8> = flags
+            .iter()
+            .flat_map(|f| f.to_ne_bytes())
+            .chain(dev.to_ne_bytes())
+            .chain(ino.to_ne_bytes())
+            .collect();
         self.map("settings")?
             .update(&0u32.to_ne_bytes(), &settings, MapFlags::ANY)
             .map_err(map_error("settings"))
@@ -168,11 +186,11 @@ impl SocketFilter {
     /// Attaches every program to the cgroup v2 directory `cgroup`, where they stay until
     /// the cgroup is removed. Processes moved into the cgroup afterwards are covered.
     ///
-    /// `exempt_pid` (host pid namespace), if given, may create sockets of any protocol:
-    /// the sandbox's init, which sets up its interfaces with inet ioctl sockets before
-    /// the workload exists.
-    pub fn attach(&self, cgroup: &Path, exempt_pid: Option<u32>) -> Result<(), BpfError> {
-        self.settings(exempt_pid.unwrap_or(0))?;
+    /// `sandbox_init` (its pid as moat sees it), if given, is the sandbox's init: events
+    /// carry pids in its pid namespace, and it may create sockets of any protocol, since
+    /// it sets up the interfaces with inet ioctl sockets before the workload exists.
+    pub fn attach(&self, cgroup: &Path, sandbox_init: Option<u32>) -> Result<(), BpfError> {
+        self.settings(sandbox_init)?;
         let attach_err = |source| BpfError::Attach {
             path: cgroup.display().to_string(),
             source,
@@ -183,6 +201,16 @@ impl SocketFilter {
         }
         Ok(())
     }
+}
+
+/// The pid namespace of process `pid`: its device as the kernel encodes it inside
+/// (major << 20 | minor, which is what the programs' helper compares), and its inode.
+fn pid_namespace(pid: u32) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let ns = std::fs::metadata(format!("/proc/{pid}/ns/pid"))?;
+    let dev = ns.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    Ok(((u64::from(major) << 20) | u64::from(minor), ns.ino()))
 }
 
 fn span(first: u32, count: u32) -> Vec<u8> {

@@ -170,6 +170,14 @@ fn destination_rules_block_audit_and_report() {
         "an IPv4-mapped address must not bypass the rule"
     );
     assert!(mapped.1.contains("PermissionError"), "{}", mapped.1);
+    // The unspecified address is the local host: it meets the loopback rules.
+    for (family, address) in [("AF_INET", "0.0.0.0"), ("AF_INET6", "::ffff:0.0.0.0")] {
+        let ran = ruled.run(&format!(
+            "python3 -c 'import socket; s=socket.socket(socket.{family}); s.connect((\"{address}\", {}))'",
+            port(&blocked)
+        ));
+        assert!(ran.1.contains("PermissionError"), "{address}: {}", ran.1);
+    }
     // Datagrams sent with an address go through sendmsg.
     let send = format!(
         "python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b\"x\", (\"127.0.0.1\", {udp_port}))'"
@@ -186,7 +194,7 @@ fn destination_rules_block_audit_and_report() {
     assert_eq!(report.error, None);
     assert_eq!(report.lost, 0);
     let alerts = alerts(&file);
-    assert_eq!(alerts.len(), 4, "three blocks and one audit: {alerts:#?}");
+    assert_eq!(alerts.len(), 6, "five blocks and one audit: {alerts:#?}");
     let blocked_alert = &alerts[0];
     assert_eq!(blocked_alert["PolicyName"], "no-blocked");
     assert_eq!(blocked_alert["Action"], "Block");
@@ -212,9 +220,14 @@ fn destination_rules_block_audit_and_report() {
         .as_str()
         .unwrap()
         .contains("python3"));
-    assert_eq!(alerts[3]["PolicyName"], "no-udp");
     assert_eq!(
-        alerts[3]["Data"],
+        alerts[3]["Resource"],
+        format!("remoteip=127.0.0.1 port={} protocol=TCP", port(&blocked)),
+        "0.0.0.0 is checked, and used, as loopback"
+    );
+    assert_eq!(alerts[5]["PolicyName"], "no-udp");
+    assert_eq!(
+        alerts[5]["Data"],
         format!("syscall=SYS_SENDMSG rule=127.0.0.1/32:{udp_port}/udp")
     );
 }

@@ -508,7 +508,7 @@ fn audit_rules_let_through_and_report_opens_and_executions() {
         "  action: Audit\n  severity: 3\n  tags: [watch]\n  file:\n    matchPaths:\n      - path: /etc/os-release\n    matchDirectories:\n      - dir: /etc/ssl/\n        recursive: true\n      - dir: /home/jovyan/\n  process:\n    matchPaths:\n      - path: /bin/cat\n",
     );
     let alerts = scratch.join("audit.jsonl");
-    let workload = "sleep 1; cat /etc/os-release >/dev/null && cat /etc/ssl/openssl.cnf >/dev/null && echo x > ~/notes.txt && head -c1 /etc/hostname >/dev/null && echo done";
+    let workload = "sleep 1; cat /etc/os-release >/dev/null && cat /etc/ssl/openssl.cnf >/dev/null && echo x > ~/notes.txt && head -c1 /etc/hostname >/dev/null && echo done && sleep 1";
     let child = moat()
         .args([
             "run",
@@ -590,9 +590,17 @@ fn audit_rules_let_through_and_report_opens_and_executions() {
         );
         assert_eq!(alert["Severity"], "3");
         assert_eq!(alert["Tags"], "watch");
-        assert_eq!(alert["UID"], 1000, "{alert}");
-        assert!(alert["PID"].as_i64().unwrap() > 1, "{alert}");
+        // Who acted is read from /proc when the event is read: a process already exited
+        // and reaped by then is reported as unknown (PID 0, UID -1), never as another.
+        match alert["PID"].as_i64().unwrap() {
+            0 => assert_eq!(alert["UID"], -1, "{alert}"),
+            pid => assert!(pid > 1 && alert["UID"] == 1000, "{alert}"),
+        }
     }
+    assert!(
+        found.iter().any(|a| a["PID"].as_i64().unwrap() > 1),
+        "the home write's shell is alive when its event is read: {found:#?}"
+    );
 
     // Control: the same workload without the policy raises none of these.
     let quiet = scratch.join("quiet-audit.jsonl");
@@ -601,6 +609,55 @@ fn audit_rules_let_through_and_report_opens_and_executions() {
     assert!(alerts_in(&quiet)
         .iter()
         .all(|a| a["Enforcer"] != "fanotify"));
+}
+
+#[test]
+fn a_protocol_allow_list_starts_when_moat_runs_in_its_own_pid_namespace() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let only_tcp = policy_file(
+        &scratch,
+        "only-tcp.yaml",
+        "  network:\n    matchProtocols:\n      - protocol: tcp\n        action: Allow\n",
+    );
+    let probe = "import socket\nsocket.socket()\ntry:\n    socket.socket(socket.AF_INET, socket.SOCK_DGRAM); print('udp ok')\nexcept OSError as e:\n    print('udp', e.errno)\n";
+    // The sandbox's init sets up its interfaces with a UDP socket before the workload
+    // runs; it is exempt as pid 1 of the sandbox, which holds wherever moat runs.
+    let moat_path = env!("CARGO_BIN_EXE_moat");
+    let run = [
+        "run",
+        "--policy",
+        &only_tcp,
+        "--label",
+        "team=blue",
+        "--",
+        "python3",
+        "-c",
+        probe,
+    ];
+    let mut in_own_pid_namespace = std::process::Command::new("unshare");
+    in_own_pid_namespace
+        .args(["--pid", "--fork", "--mount-proc", moat_path])
+        .args(run);
+    let mut plain = moat();
+    plain.args(run);
+    for (name, mut command) in [
+        ("plain", plain),
+        ("in a pid namespace", in_own_pid_namespace),
+    ] {
+        let output = command.output().unwrap();
+        assert_eq!(
+            (
+                output.status.code(),
+                String::from_utf8_lossy(&output.stdout).trim().to_string()
+            ),
+            (Some(0), "udp 1".to_string()),
+            "{name}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 }
 
 #[test]

@@ -105,6 +105,15 @@ pub struct AlertContext {
 }
 
 impl AlertContext {
+    /// The labels as alerts carry them: `k=v,k=v`.
+    pub fn labels_text(&self) -> String {
+        self.labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// The rule covering `path`, if a policy names it.
     pub fn rule_for(&self, path: &str) -> Option<&RuleMatch> {
         self.rules

@@ -253,6 +253,7 @@ fn finish(
             updated_time: now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             host_name: host_name.to_string(),
             pod_name: context.id.clone(),
+            labels: context.labels_text(),
             container_id: context.id.clone(),
             container_name: context.hostname.clone(),
             kind: "SystemEvent".into(),
@@ -309,12 +310,7 @@ fn audit_alert(
         updated_time: now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         host_name: host_name.to_string(),
         pod_name: context.id.clone(),
-        labels: context
-            .labels
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(","),
+        labels: context.labels_text(),
         container_id: context.id.clone(),
         container_name: context.hostname.clone(),
         host_pid: i64::from(host_pid),

@@ -196,6 +196,7 @@ fn read(
             updated_time: now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             host_name: host_name.clone(),
             pod_name: context.id.clone(),
+            labels: context.labels_text(),
             container_id: context.id.clone(),
             container_name: context.hostname.clone(),
             kind: "SystemEvent".into(),
@@ -391,12 +392,7 @@ fn alerts_of(
             updated_time: updated.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             host_name: host_name.to_string(),
             pod_name: context.id.clone(),
-            labels: context
-                .labels
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(","),
+            labels: context.labels_text(),
             container_id: context.id.clone(),
             container_name: context.hostname.clone(),
             host_pid,

@@ -19,7 +19,7 @@ pub struct Process {
 /// reused later is looked up afresh eventually.
 #[derive(Debug, Default)]
 pub struct ProcessCache {
-    known: HashMap<i64, Process>,
+    known: HashMap<i64, (String, Process)>,
 }
 
 impl ProcessCache {
@@ -28,9 +28,25 @@ impl ProcessCache {
         if self.known.len() > 4096 {
             self.known.clear();
         }
-        self.known
+        &self
+            .known
             .entry(host_pid)
-            .or_insert_with(|| lookup(host_pid, comm))
+            .or_insert_with(|| (comm.to_string(), lookup(host_pid, comm)))
+            .1
+    }
+
+    /// As [`ProcessCache::get`], for an event that names the process's command: a
+    /// different command than last time means an exec (or a reused pid), so the entry is
+    /// looked up afresh.
+    pub fn get_named(&mut self, host_pid: i64, comm: &str) -> &Process {
+        if self
+            .known
+            .get(&host_pid)
+            .is_some_and(|(known, _)| known != comm)
+        {
+            self.known.remove(&host_pid);
+        }
+        self.get(host_pid, comm)
     }
 }
 

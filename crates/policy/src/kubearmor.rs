@@ -353,6 +353,15 @@ pub fn parse_cidr(text: &str) -> Result<ipnet::IpNet, String> {
             net.max_prefix_len()
         ));
     }
+    // IPv4-mapped IPv6 destinations (::ffff:a.b.c.d) are IPv4 traffic and meet the IPv4
+    // rules, so a mapped network is the IPv4 network it maps.
+    if let ipnet::IpNet::V6(v6) = net {
+        if let (Some(v4), true) = (v6.addr().to_ipv4_mapped(), v6.prefix_len() >= 96) {
+            return ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+                .map(ipnet::IpNet::V4)
+                .map_err(|e| format!("cidr {text:?}: {e}"));
+        }
+    }
     Ok(net)
 }
 
@@ -989,6 +998,15 @@ spec:
         assert_eq!(
             with("      - cidr: 169.254.169.254/32\n        ports: [80, \"8000-8100\"]\n        protocol: tcp\n      - cidr: 2001:db8::/32\n"),
             Vec::<String>::new()
+        );
+        assert_eq!(
+            parse_cidr("::ffff:127.0.0.0/104").map(|n| n.to_string()),
+            Ok("127.0.0.0/8".to_string()),
+            "a mapped network is the IPv4 network"
+        );
+        assert_eq!(
+            parse_cidr("::ffff:10.1.2.3").map(|n| n.to_string()),
+            Ok("10.1.2.3/32".to_string())
         );
         for (rule, expected) in [
             (

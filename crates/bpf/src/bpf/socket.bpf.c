@@ -84,10 +84,15 @@ struct settings {
 	// before the workload exists; it runs moat's code only (no ptrace into it).
 	__u32 exempt_tgid;
 	__u32 posture_audit; // what the allow lists do not name: let through, reported
+	__u32 pad;
+	// The sandbox's pid namespace (kernel dev_t and inode): the exemption is pid 1 there,
+	// and events carry the sandbox's own pids, wherever moat itself runs.
+	__u64 pidns_dev;
+	__u64 pidns_ino;
 };
 
 struct event {
-	__u64 pid_tgid;
+	__u64 pid_tgid; // on the host
 	__u64 uid_gid;
 	__u32 rule;
 	__u8 op;
@@ -98,6 +103,8 @@ struct event {
 	__u16 port;
 	__u8 addr[16];
 	char comm[16];
+	__u8 addr_len; // 4 or 16 (0 for sockets)
+	__u32 sandbox_tgid; // in the sandbox's pid namespace; 0 if not in it
 };
 
 struct {
@@ -156,6 +163,16 @@ static __always_inline struct settings *get_settings(void)
 	return bpf_map_lookup_elem(&settings, &zero);
 }
 
+// The current process's pid in the sandbox's pid namespace (0 when it is not there).
+static __always_inline __u32 sandbox_tgid(struct settings *s)
+{
+	struct bpf_pidns_info ns = {};
+	if (!s->pidns_ino ||
+	    bpf_get_ns_current_pid_tgid(s->pidns_dev, s->pidns_ino, &ns, sizeof(ns)))
+		return 0;
+	return ns.tgid;
+}
+
 static __always_inline void report(__u8 op, int denied, __u32 rule, __u8 family, __u8 type,
 				   __u16 protocol, __u16 port, const __u8 *addr, int addr_len)
 {
@@ -171,6 +188,7 @@ static __always_inline void report(__u8 op, int denied, __u32 rule, __u8 family,
 		return;
 	}
 	e->pid_tgid = bpf_get_current_pid_tgid();
+	e->sandbox_tgid = sandbox_tgid(s);
 	e->uid_gid = bpf_get_current_uid_gid();
 	e->rule = rule;
 	e->op = op;
@@ -180,6 +198,7 @@ static __always_inline void report(__u8 op, int denied, __u32 rule, __u8 family,
 	e->protocol = protocol;
 	e->port = port;
 	__builtin_memset(e->addr, 0, sizeof(e->addr));
+	e->addr_len = addr_len;
 	if (addr_len == 4)
 		__builtin_memcpy(e->addr, addr, 4);
 	else if (addr_len == 16)
@@ -230,12 +249,16 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, __u8 op, struct spa
 		.block_rule = RULE_POSTURE,
 		.audit_rule = RULE_POSTURE,
 	};
-	if (span) {
-		scan.first = span->first;
-		bpf_loop(span->count, scan_entry, &scan, 0);
-	}
 	__u8 family = (__u8)ctx->user_family;
 	__u8 type = (__u8)ctx->type;
+	if (span) {
+		scan.first = span->first;
+		// A run the kernel refuses to walk (over 2^23 entries) must not mean "no rule".
+		if (bpf_loop(span->count, scan_entry, &scan, 0) < 0) {
+			report(op, 1, RULE_POSTURE, family, type, scan.protocol, port, addr, addr_len);
+			return 0;
+		}
+	}
 	if (scan.verdict & ACTION_BLOCK) {
 		report(op, 1, scan.block_rule, family, type, scan.protocol, port, addr, addr_len);
 		return 0;
@@ -250,13 +273,23 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, __u8 op, struct spa
 	return 1;
 }
 
-static __always_inline int check_v4(struct bpf_sock_addr *ctx, __u8 op)
+// The unspecified address (0.0.0.0, ::) is a connection to the local host: the kernel
+// rewrites it to loopback after this hook, so it is checked as loopback.
+static __always_inline int check_ip4(struct bpf_sock_addr *ctx, __u8 op, __u32 ip)
 {
+	if (ip == 0)
+		ip = bpf_htonl(0x7f000001);
 	struct prefix_v4 key = { .prefixlen = 32 };
-	__u32 ip = ctx->user_ip4;
 	__builtin_memcpy(key.addr, &ip, 4);
 	struct span *span = bpf_map_lookup_elem(&v4_prefixes, &key);
 	return decide(ctx, op, span, key.addr, 4);
+}
+
+static __always_inline int check_v4(struct bpf_sock_addr *ctx, __u8 op)
+{
+	if (ctx->user_ip4 == 0)
+		ctx->user_ip4 = bpf_htonl(0x7f000001); // what was checked is what is used
+	return check_ip4(ctx, op, ctx->user_ip4);
 }
 
 static __always_inline int check_v6(struct bpf_sock_addr *ctx, __u8 op)
@@ -268,10 +301,13 @@ static __always_inline int check_v6(struct bpf_sock_addr *ctx, __u8 op)
 	words[3] = ctx->user_ip6[3];
 	// An IPv4-mapped address (::ffff:a.b.c.d) reaches an IPv4 host: the IPv4 rules apply.
 	if (words[0] == 0 && words[1] == 0 && words[2] == bpf_htonl(0x0000ffff)) {
-		struct prefix_v4 key = { .prefixlen = 32 };
-		__builtin_memcpy(key.addr, &words[3], 4);
-		struct span *span = bpf_map_lookup_elem(&v4_prefixes, &key);
-		return decide(ctx, op, span, key.addr, 4);
+		if (words[3] == 0)
+			ctx->user_ip6[3] = bpf_htonl(0x7f000001);
+		return check_ip4(ctx, op, words[3]);
+	}
+	if (words[0] == 0 && words[1] == 0 && words[2] == 0 && words[3] == 0) {
+		words[3] = bpf_htonl(1);
+		ctx->user_ip6[3] = words[3];
 	}
 	struct prefix_v6 key = { .prefixlen = 128 };
 	__builtin_memcpy(key.addr, words, 16);
@@ -326,7 +362,7 @@ int moat_sock_create(struct bpf_sock *ctx)
 	struct protocol_verdict *v = bpf_map_lookup_elem(&protocols, &class);
 	if (!s || !v)
 		return 0;
-	if (s->exempt_tgid && (__u32)(bpf_get_current_pid_tgid() >> 32) == s->exempt_tgid)
+	if (s->exempt_tgid && sandbox_tgid(s) == s->exempt_tgid)
 		return 1;
 	if (v->action & ACTION_BLOCK) {
 		report(OP_SOCKET, 1, v->rule, family, ctx->type, ctx->protocol, 0, 0, 0);
