@@ -413,7 +413,12 @@ fn sandboxes_cannot_reach_each_other_and_the_host_reaches_only_published_ports()
     let scratch = Scratch::new();
     let admin = scratch.join("admin.toml");
     let builtin = include_str!("../../../policies/profiles/untrusted.toml");
-    std::fs::write(&admin, format!("{builtin}open = [\"10.0.0.0/8\"]\n")).unwrap();
+    let opened = builtin.replace("\n[policy]\n", "open = [\"10.0.0.0/8\"]\n\n[policy]\n");
+    assert_ne!(
+        opened, builtin,
+        "the profile's [network] section is no longer before [policy]"
+    );
+    std::fs::write(&admin, opened).unwrap();
     let from_admin = lab.probe_from_sandbox(
         &[
             "--profile",

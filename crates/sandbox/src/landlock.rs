@@ -104,8 +104,8 @@ impl Rights {
     }
 
     /// Only file rights on something that is not a directory.
-    fn fit(&self, path: &Path, access: BitFlags<AccessFs>) -> BitFlags<AccessFs> {
-        if path.is_dir() {
+    fn fit(&self, is_dir: bool, access: BitFlags<AccessFs>) -> BitFlags<AccessFs> {
+        if is_dir {
             access
         } else {
             access & self.file
@@ -168,28 +168,22 @@ impl DenyIndex {
     fn restrict(
         &self,
         path: &Path,
-        meta: &std::fs::Metadata,
+        entry: &Entry,
         access: BitFlags<AccessFs>,
         r: &Rights,
     ) -> BitFlags<AccessFs> {
-        use std::os::unix::fs::MetadataExt;
         let mut keeps: Vec<Keep> = Vec::new();
         for ancestor in path.ancestors() {
             if let Some(found) = self.recursive.get(ancestor) {
                 keeps.extend(found);
             }
         }
-        if !meta.is_dir() {
+        if !entry.is_dir {
             keeps.extend(self.files.get(path).into_iter().flatten());
             if let Some(parent) = path.parent() {
                 keeps.extend(self.direct_files_of.get(parent).into_iter().flatten());
             }
-            keeps.extend(
-                self.inodes
-                    .get(&(meta.dev(), meta.ino()))
-                    .into_iter()
-                    .flatten(),
-            );
+            keeps.extend(self.inodes.get(&entry.inode).into_iter().flatten());
         }
         keeps
             .into_iter()
@@ -245,19 +239,17 @@ fn rules(plan: &LandlockPlan, r: &Rights) -> Vec<(PathBuf, BitFlags<AccessFs>)> 
             grants.push((interpreter, AccessFs::Execute | AccessFs::ReadFile));
         }
     }
+    let mut resolver = Resolver::default();
     let mut denies: Vec<Deny> = plan
         .deny
         .iter()
         .filter_map(|d| {
             // Symlinks resolve here, inside the sandbox: /bin/apt is /usr/bin/apt.
-            let path = resolve(d.target.path.trim_end_matches('/'))?;
-            let inode = std::fs::metadata(&path)
-                .ok()
-                .filter(|m| !m.is_dir())
-                .map(|m| {
-                    use std::os::unix::fs::MetadataExt;
-                    (m.dev(), m.ino())
-                });
+            let (path, meta) = resolver.resolve(d.target.path.trim_end_matches('/'))?;
+            let inode = meta.filter(|m| !m.is_dir()).map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                (m.dev(), m.ino())
+            });
             Some(Deny {
                 path,
                 directory: d.target.directory,
@@ -304,6 +296,44 @@ fn rules(plan: &LandlockPlan, r: &Rights) -> Vec<(PathBuf, BitFlags<AccessFs>)> 
     out
 }
 
+/// Resolves rule paths, remembering resolved directories: thousands of rules on files
+/// of a few directories resolve each directory once, not once per file.
+#[derive(Default)]
+struct Resolver {
+    directories: HashMap<PathBuf, Option<PathBuf>>,
+}
+
+impl Resolver {
+    /// `path` resolved (see [`resolve`]), with its metadata when it exists.
+    fn resolve(&mut self, path: &str) -> Option<(PathBuf, Option<std::fs::Metadata>)> {
+        let as_path = Path::new(path);
+        if let (Some(parent), Some(name)) = (as_path.parent(), as_path.file_name()) {
+            let parent = self
+                .directories
+                .entry(parent.to_path_buf())
+                .or_insert_with(|| parent.to_str().and_then(resolve))
+                .clone();
+            if let Some(parent) = parent {
+                let candidate = parent.join(name);
+                // A name that is no symlink is resolved by its parent; one that does not
+                // exist is the rule's own path under its resolved parent.
+                match std::fs::symlink_metadata(&candidate) {
+                    Ok(meta) if !meta.file_type().is_symlink() => {
+                        return Some((candidate, Some(meta)))
+                    }
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                        return Some((candidate, None))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let resolved = resolve(path)?;
+        let meta = std::fs::metadata(&resolved).ok();
+        Some((resolved, meta))
+    }
+}
+
 /// A path with its symlinks resolved; for a path that does not exist (yet), its nearest
 /// existing ancestor resolved and the rest appended, so the rule still holds: the
 /// directories on the way are carved, and nothing new can appear where it points.
@@ -346,6 +376,28 @@ fn elf_interpreters() -> Vec<String> {
     found
 }
 
+/// What carving needs to know of a path: its type and inode, taken from the directory
+/// listing (`d_type`, `d_ino`) so that walking a large directory costs no stat per entry.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    is_dir: bool,
+    is_symlink: bool,
+    /// Device and inode, for hard links of blocked files.
+    inode: (u64, u64),
+}
+
+impl Entry {
+    fn of(path: &Path) -> Option<Entry> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(path).ok()?;
+        Some(Entry {
+            is_dir: meta.is_dir(),
+            is_symlink: meta.file_type().is_symlink(),
+            inode: (meta.dev(), meta.ino()),
+        })
+    }
+}
+
 /// Grants `access` on `path`, except what the denies take away: a covered path gets only
 /// what its rule keeps; a directory holding a denied path is listed and its entries are
 /// granted one by one (files created there later get nothing: they are not listed yet).
@@ -356,26 +408,51 @@ fn carve(
     r: &Rights,
     out: &mut Vec<(PathBuf, BitFlags<AccessFs>)>,
 ) {
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return;
-    };
+    if let Some(entry) = Entry::of(path) {
+        carve_entry(path, entry, access, denies, r, out);
+    }
+}
+
+fn carve_entry(
+    path: &Path,
+    entry: Entry,
+    access: BitFlags<AccessFs>,
+    denies: &DenyIndex,
+    r: &Rights,
+    out: &mut Vec<(PathBuf, BitFlags<AccessFs>)>,
+) {
+    use std::os::unix::fs::DirEntryExt;
     // A symlink needs no rule (access is checked on its target), and a rule on it would
     // land on the target: /usr/bin/X11 -> . would grant all of /usr/bin back.
-    if meta.file_type().is_symlink() {
+    if entry.is_symlink {
         return;
     }
-    let is_dir = meta.is_dir();
     // Every rule covering the path takes its share; one lying deeper still gets its turn
     // (a recursive "no exec in /tmp" must not hide a Block of /tmp/secret).
-    let access = denies.restrict(path, &meta, access, r);
-    if is_dir && denies.below(path) {
+    let access = denies.restrict(path, &entry, access, r);
+    if entry.is_dir && denies.below(path) {
         out.push((path.to_path_buf(), access & AccessFs::ReadDir));
-        for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
-            carve(&entry.path(), access, denies, r, out);
+        for child in std::fs::read_dir(path).into_iter().flatten().flatten() {
+            let child_path = child.path();
+            let listed = child.file_type().ok().map(|kind| Entry {
+                is_dir: kind.is_dir(),
+                is_symlink: kind.is_symlink(),
+                // Entries of one directory share its device, except mount points,
+                // which are directories (or bind-mounted files, met by path).
+                inode: (entry.inode.0, child.ino()),
+            });
+            // A mount point shows the mounted-over inode in the listing: stat those.
+            let listed = match listed {
+                Some(e) if e.is_dir => Entry::of(&child_path),
+                other => other.or_else(|| Entry::of(&child_path)),
+            };
+            if let Some(listed) = listed {
+                carve_entry(&child_path, listed, access, denies, r, out);
+            }
         }
         return;
     }
-    out.push((path.to_path_buf(), r.fit(path, access)));
+    out.push((path.to_path_buf(), r.fit(entry.is_dir, access)));
 }
 
 fn scopes(plan: &LandlockPlan, abi: ABI) -> BitFlags<Scope> {
