@@ -5,8 +5,6 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use libbpf_rs::{MapCore, MapFlags, RingBufferBuilder};
@@ -36,24 +34,18 @@ pub struct AlertsReport {
     pub error: Option<String>,
 }
 
-/// A running reader.
-pub struct AlertsHandle {
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<AlertsReport>,
-}
-
-impl AlertsHandle {
-    /// Reads what the programs have reported so far, stops, and reports. Call it once the
-    /// sandbox's processes are gone: events are written synchronously by the system call
-    /// that caused them, so nothing arrives later.
-    pub fn finish(self) -> AlertsReport {
-        self.stop.store(true, Ordering::SeqCst);
-        self.thread.join().unwrap_or_else(|_| AlertsReport {
+impl moat_events::reader::Report for AlertsReport {
+    fn panicked() -> Self {
+        AlertsReport {
             error: Some("the socket alert reader panicked".into()),
             ..AlertsReport::default()
-        })
+        }
     }
 }
+
+/// A running reader. Finish it once the sandbox's processes are gone: events are written
+/// synchronously by the system call that caused them, so nothing arrives later.
+pub type AlertsHandle = moat_events::reader::ReaderThread<AlertsReport>;
 
 /// Starts a thread writing an alert for every event of `filter` (loaded with reporting
 /// on) to `writer`.
@@ -63,13 +55,10 @@ pub fn spawn(
     context: AlertContext,
     writer: AlertWriter,
 ) -> io::Result<AlertsHandle> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stop);
     let rules = tables.rules.clone();
-    let thread = std::thread::Builder::new()
-        .name("moat-socket-alerts".into())
-        .spawn(move || read(&filter, &rules, &context, writer, &flag))?;
-    Ok(AlertsHandle { stop, thread })
+    AlertsHandle::spawn("moat-socket-alerts", move |stop| {
+        read(&filter, &rules, &context, writer, stop)
+    })
 }
 
 fn read(
@@ -118,26 +107,16 @@ fn read(
     }
     report.lost = filter.lost();
     if report.lost > 0 {
-        let now = chrono_now();
-        let _ = writer.write(&Alert {
-            timestamp: now.0,
-            updated_time: now.1,
-            host_name: host_name.clone(),
-            pod_name: context.id.clone(),
-            labels: context.labels_text(),
-            container_id: context.id.clone(),
-            container_name: context.hostname.clone(),
-            kind: "SystemEvent".into(),
-            operation: "Network".into(),
-            message: format!(
+        let _ = writer.write(&Alert::missing(
+context,
+&host_name,
+"Network",
+format!(
                 "alerts may be missing: the socket programs' ring buffer had no room for {} event(s)",
                 report.lost
             ),
-            data: format!("events_lost={}", report.lost),
-            enforcer: "moat".into(),
-            result: "Passed".into(),
-            ..Alert::default()
-        });
+format!("events_lost={}", report.lost),
+));
     }
     if let Err(err) = writer.flush() {
         report.error = Some(format!("cannot write alerts: {err}"));
@@ -161,15 +140,6 @@ impl SocketFilter {
             })
             .unwrap_or(0)
     }
-}
-
-/// Seconds since the epoch and RFC 3339 time, now.
-fn chrono_now() -> (i64, String) {
-    let now = chrono::Utc::now();
-    (
-        now.timestamp(),
-        now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-    )
 }
 
 /// One event of the ring buffer (`struct event` of socket.bpf.c).
@@ -277,15 +247,7 @@ impl Event {
         };
         // The programs report only denials and Audit matches.
         let action = if self.denied { "Block" } else { "Audit" };
-        let now = chrono_now();
         Alert {
-            timestamp: now.0,
-            updated_time: now.1,
-            host_name: host_name.to_string(),
-            pod_name: context.id.clone(),
-            labels: context.labels_text(),
-            container_id: context.id.clone(),
-            container_name: context.hostname.clone(),
             host_pid: i64::from(self.host_pid),
             ppid: process.ppid,
             pid: if self.sandbox_pid != 0 {
@@ -321,7 +283,7 @@ impl Event {
             } else {
                 "Passed".into()
             },
-            ..Alert::default()
+            ..Alert::about(context, host_name)
         }
     }
 }

@@ -75,6 +75,42 @@ pub struct Alert {
     pub result: String,
 }
 
+impl Alert {
+    /// An alert about the sandbox of `context`, stamped now: the fields all alerts share.
+    pub fn about(context: &AlertContext, host_name: &str) -> Alert {
+        let now = chrono::Utc::now();
+        Alert {
+            timestamp: now.timestamp(),
+            updated_time: now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            host_name: host_name.to_string(),
+            pod_name: context.id.clone(),
+            labels: context.labels_text(),
+            container_id: context.id.clone(),
+            container_name: context.hostname.clone(),
+            ..Alert::default()
+        }
+    }
+
+    /// The `SystemEvent` that says alerts of `operation` may be missing, and why.
+    pub fn missing(
+        context: &AlertContext,
+        host_name: &str,
+        operation: &str,
+        message: String,
+        data: String,
+    ) -> Alert {
+        Alert {
+            kind: "SystemEvent".into(),
+            operation: operation.into(),
+            message,
+            data,
+            enforcer: "moat".into(),
+            result: "Passed".into(),
+            ..Alert::about(context, host_name)
+        }
+    }
+}
+
 /// What the policies say about a denied path: the policy, severity, tags and message.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RuleMatch {

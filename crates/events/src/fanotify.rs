@@ -19,8 +19,6 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -63,23 +61,18 @@ pub struct AuditReport {
     pub error: Option<String>,
 }
 
-/// A running watcher.
-pub struct AuditHandle {
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<AuditReport>,
-}
-
-impl AuditHandle {
-    /// Reads the events queued so far, stops and reports. Call it once the sandbox's
-    /// processes are gone: events are queued by the open or exec itself.
-    pub fn finish(self) -> AuditReport {
-        self.stop.store(true, Ordering::SeqCst);
-        self.thread.join().unwrap_or_else(|_| AuditReport {
+impl crate::reader::Report for AuditReport {
+    fn panicked() -> Self {
+        AuditReport {
             error: Some("the audit watcher panicked".into()),
             ..AuditReport::default()
-        })
+        }
     }
 }
+
+/// A running watcher. Finish it once the sandbox's processes are gone: events are queued
+/// by the open or exec itself, so none arrives later.
+pub type AuditHandle = crate::reader::ReaderThread<AuditReport>;
 
 /// A watched path: where it resolved to in the sandbox.
 #[derive(Debug, Clone)]
@@ -154,12 +147,9 @@ pub fn spawn_audit(
         watched.push(Watched { resolved, watch });
     }
     let mounts = mount_ids(&format!("/proc/{init_pid}/mountinfo"))?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stop);
-    let thread = std::thread::Builder::new()
-        .name("moat-audit".into())
-        .spawn(move || read(&group, &watched, &mounts, &context, writer, report, &flag))?;
-    Ok(AuditHandle { stop, thread })
+    AuditHandle::spawn("moat-audit", move |stop| {
+        read(&group, &watched, &mounts, &context, writer, report, stop)
+    })
 }
 
 fn read(
@@ -247,26 +237,16 @@ fn finish(
     host_name: &str,
 ) -> AuditReport {
     if report.overflows > 0 {
-        let now = chrono::Utc::now();
-        let _ = writer.write(&Alert {
-            timestamp: now.timestamp(),
-            updated_time: now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            host_name: host_name.to_string(),
-            pod_name: context.id.clone(),
-            labels: context.labels_text(),
-            container_id: context.id.clone(),
-            container_name: context.hostname.clone(),
-            kind: "SystemEvent".into(),
-            operation: "File".into(),
-            message: format!(
+        let _ = writer.write(&Alert::missing(
+            context,
+            host_name,
+            "File",
+            format!(
                 "Audit alerts may be missing: the kernel's file event queue overflowed {} time(s)",
                 report.overflows
             ),
-            data: format!("queue_overflows={}", report.overflows),
-            enforcer: "moat".into(),
-            result: "Passed".into(),
-            ..Alert::default()
-        });
+            format!("queue_overflows={}", report.overflows),
+        ));
     }
     if let Err(err) = writer.flush() {
         report.error = Some(format!("cannot write alerts: {err}"));
@@ -303,16 +283,8 @@ fn audit_alert(
     host_pid: i32,
     (process, parent): (&crate::process::Process, &str),
 ) -> Alert {
-    let now = chrono::Utc::now();
     let rule = &watch.rule;
     Alert {
-        timestamp: now.timestamp(),
-        updated_time: now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        host_name: host_name.to_string(),
-        pod_name: context.id.clone(),
-        labels: context.labels_text(),
-        container_id: context.id.clone(),
-        container_name: context.hostname.clone(),
         host_pid: i64::from(host_pid),
         ppid: process.ppid,
         pid: process.pid,
@@ -348,7 +320,7 @@ fn audit_alert(
         enforcer: "fanotify".into(),
         action: "Audit".into(),
         result: "Passed".into(),
-        ..Alert::default()
+        ..Alert::about(context, host_name)
     }
 }
 

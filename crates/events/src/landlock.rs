@@ -10,8 +10,6 @@ use std::collections::{BTreeMap, HashSet};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use nix::errno::Errno;
 use nix::sys::socket::{recv, MsgFlags};
@@ -43,22 +41,18 @@ pub struct ReaderReport {
     pub error: Option<String>,
 }
 
-/// A running reader.
-pub struct ReaderHandle {
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<ReaderReport>,
-}
-
-impl ReaderHandle {
-    /// Stops the reader once the records already sent are read, and reports.
-    pub fn finish(self) -> ReaderReport {
-        self.stop.store(true, Ordering::SeqCst);
-        self.thread.join().unwrap_or_else(|_| ReaderReport {
+impl crate::reader::Report for ReaderReport {
+    fn panicked() -> Self {
+        ReaderReport {
             error: Some("the alert reader panicked".into()),
             ..ReaderReport::default()
-        })
+        }
     }
 }
+
+/// A running Landlock alert reader: [`crate::reader::ReaderThread::finish`] stops it once
+/// the records already sent are read.
+pub type ReaderHandle = crate::reader::ReaderThread<ReaderReport>;
 
 /// Enables auditing if needed, subscribes to the audit log and starts a thread writing an
 /// alert for every Landlock denial in the domains created by `init_pid`.
@@ -72,12 +66,9 @@ pub fn spawn_reader(
         audit::enable(before.backlog_limit.max(BACKLOG))?;
     }
     let socket = audit::subscribe()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stop);
-    let thread = std::thread::Builder::new()
-        .name("moat-alerts".into())
-        .spawn(move || read(socket, context, writer, init_pid, before.lost, &flag))?;
-    Ok(ReaderHandle { stop, thread })
+    ReaderHandle::spawn("moat-alerts", move |stop| {
+        read(socket, context, writer, init_pid, before.lost, stop)
+    })
 }
 
 fn read(
@@ -190,29 +181,19 @@ fn read(
     report.kernel_lost = audit::status().map_or(0, |s| s.lost.saturating_sub(lost_before));
     report.events_missed = serials.missed() + evicted;
     if report.socket_overflows > 0 || report.kernel_lost > 0 || report.events_missed > 0 {
-        let now = chrono::Utc::now();
-        let alert = Alert {
-            timestamp: now.timestamp(),
-            updated_time: now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            host_name: host_name.clone(),
-            pod_name: context.id.clone(),
-            labels: context.labels_text(),
-            container_id: context.id.clone(),
-            container_name: context.hostname.clone(),
-            kind: "SystemEvent".into(),
-            operation: "Syscall".into(),
-            message: format!(
+        let alert = Alert::missing(
+&context,
+&host_name,
+"Syscall",
+format!(
                 "alerts may be missing: {} audit event(s) were not received, the kernel dropped {} record(s) and moat's reader overflowed {} time(s) during the run",
                 report.events_missed, report.kernel_lost, report.socket_overflows
             ),
-            data: format!(
+format!(
                 "events_missed={} kernel_lost={} socket_overflows={}",
                 report.events_missed, report.kernel_lost, report.socket_overflows
             ),
-            enforcer: "moat".into(),
-            result: "Passed".into(),
-            ..Alert::default()
-        };
+);
         let _ = writer.write(&alert);
     }
     if let Err(err) = writer.flush() {

@@ -13,6 +13,7 @@ pub mod audit;
 pub mod fanotify;
 pub mod landlock;
 pub mod process;
+pub mod reader;
 
 pub use alert::{Alert, AlertContext, AlertWriter, RuleMatch};
 pub use landlock::{spawn_reader, ReaderHandle, ReaderReport};
