@@ -284,6 +284,20 @@ for port in (7001, 7002, 7003):
 print(f'mapped:{attempt(socket.AF_INET6, (\"::ffff:127.0.0.1\", 7001))}')
 ";
 
+/// The lines CONNECT_PROBE prints in a sandbox run with `options`, and its stderr.
+fn connect_probe(options: &[&str]) -> (Vec<String>, String) {
+    let ran = run(options, &["python3", "-c", CONNECT_PROBE]);
+    (ran.stdout.lines().map(str::to_string).collect(), ran.stderr)
+}
+
+/// The network alerts in `path`.
+fn network_alerts(path: &std::path::Path) -> Vec<serde_json::Value> {
+    alerts_in(path)
+        .into_iter()
+        .filter(|a| a["Operation"] == "Network")
+        .collect()
+}
+
 #[test]
 fn destination_rules_block_audit_and_allow_with_alerts() {
     if !require_root() {
@@ -297,31 +311,27 @@ fn destination_rules_block_audit_and_allow_with_alerts() {
     );
     let alerts = scratch.join("net.jsonl");
     let id = test_id("netpolicy");
-    let ran = run(
-        &[
-            "--id",
-            &id,
-            "--policy",
-            &rules,
-            "--label",
-            "team=blue",
-            "--alerts",
-            alerts.to_str().unwrap(),
-        ],
-        &["python3", "-c", CONNECT_PROBE],
-    );
+    let (ran, ran_stderr) = connect_probe(&[
+        "--id",
+        &id,
+        "--policy",
+        &rules,
+        "--label",
+        "team=blue",
+        "--alerts",
+        alerts.to_str().unwrap(),
+    ]);
     assert_eq!(
-        ran.stdout.lines().collect::<Vec<_>>(),
+        ran,
         ["7001:1", "7002:0", "7003:0", "mapped:1"],
         "7001 and its IPv4-mapped form EPERM, 7002 audited, 7003 untouched: {}",
-        ran.stderr
+        ran_stderr
     );
-    let control = run(&[], &["python3", "-c", CONNECT_PROBE]);
+    let (control, control_stderr) = connect_probe(&[]);
     assert_eq!(
-        control.stdout.lines().collect::<Vec<_>>(),
+        control,
         ["7001:0", "7002:0", "7003:0", "mapped:0"],
-        "control, without the policy: {}",
-        control.stderr
+        "control, without the policy: {control_stderr}"
     );
     assert_eq!(
         leftovers(&id),
@@ -329,13 +339,9 @@ fn destination_rules_block_audit_and_allow_with_alerts() {
         "the socket cgroup is removed"
     );
 
-    let found = alerts_in(&alerts);
-    let network: Vec<&serde_json::Value> = found
-        .iter()
-        .filter(|a| a["Operation"] == "Network")
-        .collect();
-    assert_eq!(network.len(), 3, "{found:#?}");
-    let block = network[0];
+    let network = network_alerts(&alerts);
+    assert_eq!(network.len(), 3, "{network:#?}");
+    let block = &network[0];
     assert_eq!(block["PolicyName"], "destinations");
     assert_eq!(
         block["Resource"],
@@ -361,7 +367,7 @@ fn destination_rules_block_audit_and_allow_with_alerts() {
     );
     assert!(block["HostPID"].as_i64().unwrap() > block["PID"].as_i64().unwrap());
     assert!(block["ProcessName"].as_str().unwrap().contains("python3"));
-    let audit = network[1];
+    let audit = &network[1];
     assert_eq!(
         audit["Resource"],
         "remoteip=127.0.0.1 port=7002 protocol=TCP"
@@ -382,27 +388,21 @@ fn destination_rules_block_audit_and_allow_with_alerts() {
         "  network:\n    matchAddresses:\n      - cidr: 127.0.0.1/32\n        ports: [7002]\n        action: Allow\n",
     );
     let posture = scratch.join("posture.jsonl");
-    let ran = run(
-        &[
-            "--policy",
-            &allow,
-            "--label",
-            "team=blue",
-            "--alerts",
-            posture.to_str().unwrap(),
-        ],
-        &["python3", "-c", CONNECT_PROBE],
-    );
+    let (ran, ran_stderr) = connect_probe(&[
+        "--policy",
+        &allow,
+        "--label",
+        "team=blue",
+        "--alerts",
+        posture.to_str().unwrap(),
+    ]);
     assert_eq!(
-        ran.stdout.lines().collect::<Vec<_>>(),
+        ran,
         ["7001:1", "7002:0", "7003:1", "mapped:1"],
         "{}",
-        ran.stderr
+        ran_stderr
     );
-    let denied: Vec<serde_json::Value> = alerts_in(&posture)
-        .into_iter()
-        .filter(|a| a["Operation"] == "Network")
-        .collect();
+    let denied = network_alerts(&posture);
     assert_eq!(denied.len(), 3, "{denied:#?}");
     assert!(denied
         .iter()
@@ -452,27 +452,21 @@ fn a_profile_carries_policies_and_an_audit_posture_for_the_network() {
     );
 
     let alerts = scratch.join("audit-posture.jsonl");
-    let ran = run(
-        &[
-            "--profile",
-            profile,
-            "--label",
-            "team=blue",
-            "--alerts",
-            alerts.to_str().unwrap(),
-        ],
-        &["python3", "-c", CONNECT_PROBE],
-    );
+    let (ran, ran_stderr) = connect_probe(&[
+        "--profile",
+        profile,
+        "--label",
+        "team=blue",
+        "--alerts",
+        alerts.to_str().unwrap(),
+    ]);
     assert_eq!(
-        ran.stdout.lines().collect::<Vec<_>>(),
+        ran,
         ["7001:0", "7002:0", "7003:0", "mapped:0"],
         "an audit posture lets everything through: {}",
-        ran.stderr
+        ran_stderr
     );
-    let audited: Vec<serde_json::Value> = alerts_in(&alerts)
-        .into_iter()
-        .filter(|a| a["Operation"] == "Network")
-        .collect();
+    let audited = network_alerts(&alerts);
     assert_eq!(
         audited.len(),
         3,
@@ -485,14 +479,11 @@ fn a_profile_carries_policies_and_an_audit_posture_for_the_network() {
     // Control: the same policy with the block posture denies them (see
     // destination_rules_block_audit_and_allow_with_alerts); a label it does not select
     // leaves the profile's policy out.
-    let unselected = run(
-        &["--profile", profile, "--label", "team=red"],
-        &["python3", "-c", CONNECT_PROBE],
-    );
+    let (_, unselected) = connect_probe(&["--profile", profile, "--label", "team=red"]);
     assert!(
-        unselected.stderr.contains("only-7002"),
+        unselected.contains("only-7002"),
         "reported as unmatched: {}",
-        unselected.stderr
+        unselected
     );
 }
 
