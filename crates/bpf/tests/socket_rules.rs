@@ -247,11 +247,18 @@ fn allow_lists_fall_to_the_default_posture_and_protocols_are_ruled() {
             Action::Allow,
             "only-one",
         )],
-        protocols: vec![ProtocolRule {
-            protocol: "udp".into(),
-            action: Action::Block,
-            label: label("no-udp"),
-        }],
+        protocols: vec![
+            ProtocolRule {
+                protocol: "udp".into(),
+                action: Action::Block,
+                label: label("no-udp"),
+            },
+            ProtocolRule {
+                protocol: "tcp".into(),
+                action: Action::Audit,
+                label: label("watch-tcp"),
+            },
+        ],
         ..NetworkRules::default()
     };
     let tables = sockrules::compile(&rules);
@@ -283,7 +290,14 @@ fn allow_lists_fall_to_the_default_posture_and_protocols_are_ruled() {
     assert_eq!(control.run(udp).0, 0, "control");
     let report = reader.finish();
     assert_eq!(report.error, None);
-    let alerts = alerts(&file);
+    // Every TCP socket is audited (bash's two connects), and let through.
+    let (audited, alerts): (Vec<_>, Vec<_>) = alerts(&file)
+        .into_iter()
+        .partition(|a| a["PolicyName"] == "watch-tcp");
+    assert_eq!(audited.len(), 2, "{audited:#?}");
+    assert!(audited.iter().all(|a| a["Action"] == "Audit"
+        && a["Result"] == "Passed"
+        && a["Resource"] == "domain=AF_INET type=SOCK_STREAM protocol=6"));
     assert_eq!(alerts.len(), 2, "{alerts:#?}");
     assert_eq!(alerts[0]["PolicyName"], "DefaultPosture");
     assert_eq!(alerts[0]["Message"], "denied by the default posture");

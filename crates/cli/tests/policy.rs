@@ -652,6 +652,93 @@ fn a_protocol_allow_list_starts_when_moat_runs_in_its_own_pid_namespace() {
 }
 
 #[test]
+fn capability_rules_hold_because_the_sandbox_has_no_capability() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let policy = policy_file(
+        &scratch,
+        "no-raw.yaml",
+        "  capabilities:\n    matchCapabilities:\n      - capability: net_raw\n        action: Block\n      - capability: sys_admin\n        action: Block\n",
+    );
+    let explained = moat()
+        .args(["policy", "explain", "-f", &policy, "--label", "team=blue"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&explained.stdout).contains("capabilities: 2 rule(s), satisfied"),
+        "{}",
+        String::from_utf8_lossy(&explained.stdout)
+    );
+    // Every capability set of every sandbox process is empty, so no capability a rule
+    // names can be used; the control is root on the host, which holds them.
+    let caps = "grep -E '^Cap(Inh|Prm|Eff|Bnd|Amb)' /proc/self/status | awk '{print $2}' | sort -u";
+    let ran = sh(&["--policy", &policy, "--label", "team=blue"], caps);
+    assert_eq!(ran.stdout.trim(), "0000000000000000", "{}", ran.stderr);
+    let host = std::process::Command::new("sh")
+        .args(["-c", caps])
+        .output()
+        .unwrap();
+    assert_ne!(
+        String::from_utf8_lossy(&host.stdout).trim(),
+        "0000000000000000"
+    );
+    let raw = run(
+        &["--policy", &policy, "--label", "team=blue"],
+        &[
+            "python3",
+            "-c",
+            "import socket\ntry:\n    socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)\nexcept OSError as e:\n    print(e.errno)\n",
+        ],
+    );
+    assert_eq!(
+        raw.stdout.trim(),
+        "1",
+        "a raw socket needs net_raw: {}",
+        raw.stderr
+    );
+}
+
+#[test]
+fn syscalls_the_filter_refuses_are_alerts() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let alerts = scratch.join("seccomp.jsonl");
+    // mount(2) is refused with EPERM; threads make libc try clone3 first, which answers
+    // ENOSYS by design and must not be reported.
+    let probe = "import ctypes, threading\nlibc = ctypes.CDLL(None, use_errno=True)\nt = threading.Thread(target=lambda: None); t.start(); t.join()\nprint(libc.mount(b'none', b'/tmp', b'tmpfs', 0, None), ctypes.get_errno())\n";
+    let ran = run(
+        &["--alerts", alerts.to_str().unwrap()],
+        &["python3", "-c", probe],
+    );
+    assert_eq!(ran.stdout.trim(), "-1 1", "{}", ran.stderr);
+    let found: Vec<serde_json::Value> = alerts_in(&alerts)
+        .into_iter()
+        .filter(|a| a["Enforcer"] == "seccomp")
+        .collect();
+    assert_eq!(found.len(), 1, "mount, and not clone3: {found:#?}");
+    let alert = &found[0];
+    assert_eq!(alert["Resource"], "mount");
+    assert_eq!(alert["Operation"], "Syscall");
+    assert_eq!(alert["Result"], "Operation not permitted");
+    assert_eq!(alert["UID"], 1000);
+    assert!(alert["PID"].as_i64().unwrap() > 1, "{alert}");
+    assert!(alert["ProcessName"].as_str().unwrap().contains("python3"));
+
+    // Control: a run that calls nothing refused raises no such alert.
+    let quiet = scratch.join("quiet-seccomp.jsonl");
+    let control = run(
+        &["--alerts", quiet.to_str().unwrap()],
+        &["python3", "-c", "print(1)"],
+    );
+    assert_eq!(control.stdout.trim(), "1");
+    assert!(alerts_in(&quiet).iter().all(|a| a["Enforcer"] != "seccomp"));
+}
+
+#[test]
 fn ten_thousand_rules_apply_and_bad_policies_refuse_the_run() {
     if !require_root() {
         return;

@@ -468,20 +468,42 @@ fn memory_limit_kills_and_moat_says_why() {
         return;
     }
     let hog = "x = bytearray(256 << 20); x[::4096] = b'a' * len(x[::4096]); print('survived')";
-    let limited = run(&["--memory", "64M"], &["python3", "-c", hog]);
+    let scratch = Scratch::new();
+    let alerts = scratch.join("oom.jsonl");
+    let limited = run(
+        &["--memory", "64M", "--alerts", alerts.to_str().unwrap()],
+        &["python3", "-c", hog],
+    );
     assert_eq!(limited.status, 137, "{}", limited.stderr);
     assert!(
         limited.stderr.contains("ran out of memory"),
         "{}",
         limited.stderr
     );
-    let control = run(&["--memory", "512M"], &["python3", "-c", hog]);
+    let oom: Vec<serde_json::Value> = std::fs::read_to_string(&alerts)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|a: &serde_json::Value| a["Result"] == "Killed")
+        .collect();
+    assert_eq!(oom.len(), 1, "one out-of-memory alert: {oom:#?}");
+    assert_eq!(oom[0]["Resource"], "memory.limit=64MiB");
+    assert_eq!(oom[0]["Enforcer"], "cgroup");
+    assert!(oom[0]["Data"].as_str().unwrap().starts_with("oom_kills="));
+    let quiet = scratch.join("no-oom.jsonl");
+    let control = run(
+        &["--memory", "512M", "--alerts", quiet.to_str().unwrap()],
+        &["python3", "-c", hog],
+    );
     assert_eq!(
         control.status, 0,
         "control: enough memory: {}",
         control.stderr
     );
     assert_eq!(control.stdout.trim(), "survived");
+    assert!(!std::fs::read_to_string(&quiet)
+        .unwrap_or_default()
+        .contains("\"Killed\""));
 }
 
 /// An out-of-memory kill ends the whole sandbox by default (its supervisor sees it stop);

@@ -135,6 +135,13 @@ pub struct AlertContext {
     pub labels: BTreeMap<String, String>,
     /// The host id its uid 0 maps to.
     pub host_id_base: u32,
+    /// How many host ids it maps from there (its own, no other sandbox's).
+    pub host_id_count: u32,
+    /// Syscalls the filter answers with a compatibility errno (clone3: ENOSYS, so that
+    /// libc falls back to clone): not denials, so no alert.
+    pub seccomp_shims: Vec<String>,
+    /// What a syscall the filter refuses returns, in words (`Operation not permitted`).
+    pub seccomp_result: String,
     /// Policy rules by path (as written and resolved): a denied path under one of these is
     /// attributed to it; anything else is the default posture.
     pub rules: Vec<(String, bool, RuleMatch)>,

@@ -20,6 +20,8 @@ use crate::audit::{self, Record};
 const LANDLOCK_ACCESS: u16 = 1423;
 const LANDLOCK_DOMAIN: u16 = 1424;
 const SYSCALL: u16 = 1300;
+/// A seccomp filter's decision, logged because moat installs it with SECCOMP_FILTER_FLAG_LOG.
+const SECCOMP: u16 = 1326;
 const END_OF_EVENT: u16 = 1320;
 const AUDIT_USER: u16 = 1005;
 /// Records the kernel may queue while readers catch up.
@@ -141,6 +143,20 @@ fn read(
                         continue;
                     };
                     serials.saw(serial);
+                    // A seccomp record stands alone (the filter runs before the syscall
+                    // is audited, so no end-of-event record follows it).
+                    if record.kind == SECCOMP {
+                        if let Some(alert) = seccomp_alert(&record, &context, &host_name, &mut pids)
+                        {
+                            match writer.write(&alert) {
+                                Ok(()) => report.alerts += 1,
+                                Err(err) => {
+                                    report.error = Some(format!("cannot write alerts: {err}"))
+                                }
+                            }
+                        }
+                        continue;
+                    }
                     let end = record.kind == END_OF_EVENT;
                     events.entry(serial).or_default().push(record);
                     if end {
@@ -301,6 +317,55 @@ fn decode_hex(text: &str) -> Option<String> {
         .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
         .collect();
     bytes.map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+/// The alert for a seccomp denial by a process of this sandbox, which is known by its uid:
+/// every sandbox has a host id range of its own. Compatibility answers (clone3's ENOSYS,
+/// so that libc falls back to clone) are not denials and raise no alert.
+fn seccomp_alert(
+    record: &Record,
+    context: &AlertContext,
+    host_name: &str,
+    pids: &mut PidCache,
+) -> Option<Alert> {
+    let f = fields(&record.text);
+    let uid = number(&f, "uid") - i64::from(context.host_id_base);
+    if !(0..i64::from(context.host_id_count)).contains(&uid) {
+        return None;
+    }
+    let code = f.get("code").cloned().unwrap_or_default();
+    let number = number(&f, "syscall");
+    let name = i32::try_from(number)
+        .ok()
+        .and_then(|n| libseccomp::ScmpSyscall::from(n).get_name().ok())
+        .unwrap_or_else(|| number.to_string());
+    if context.seccomp_shims.contains(&name) {
+        return None;
+    }
+    let host_pid = self::number(&f, "pid");
+    let exe = f.get("exe").cloned().unwrap_or_default();
+    let (seconds, millis) = time(&record.text);
+    let updated = chrono::DateTime::from_timestamp(seconds, millis * 1_000_000).unwrap_or_default();
+    Some(Alert {
+        timestamp: seconds,
+        updated_time: updated.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        host_pid,
+        pid: pids.inner(host_pid),
+        uid,
+        process_name: exe.clone(),
+        source: exe,
+        policy_name: "DefaultPosture".into(),
+        severity: "1".into(),
+        message: "denied by the profile's syscall filter".into(),
+        kind: "MatchedPolicy".into(),
+        operation: "Syscall".into(),
+        resource: name,
+        data: format!("syscall={number} code={code}"),
+        enforcer: "seccomp".into(),
+        action: "Block".into(),
+        result: context.seccomp_result.clone(),
+        ..Alert::about(context, host_name)
+    })
 }
 
 fn number(fields: &BTreeMap<String, String>, key: &str) -> i64 {

@@ -1,11 +1,15 @@
 //! Alerts: one JSON object per line, with the field names of KubeArmor's alerts, so
 //! pipelines that parse those parse moat's.
 //!
-//! Today's source is the kernel audit log: Landlock (ABI 7) records every access it
-//! denies, and moat reads the records from the audit netlink multicast group, keeps those
-//! of its own sandbox (by the Landlock domain its init created), and writes an alert per
-//! denial. Loss is never silent: records the kernel or the socket dropped are counted in
-//! a `SystemEvent` alert.
+//! Sources:
+//! - the kernel audit log ([`landlock`]): Landlock (ABI 7) records every access it denies
+//!   and seccomp every syscall it refuses (the filter is installed with the log flag);
+//!   moat reads the records from the audit netlink multicast group and keeps those of its
+//!   own sandbox (by the Landlock domain its init created, and by the sandbox's host uids);
+//! - fanotify ([`fanotify`]): opens and executions that Audit rules name;
+//! - the socket programs' ring buffer, read by moat-bpf, which writes through this crate.
+//!
+//! Loss is never silent: whatever a source dropped is counted in a `SystemEvent` alert.
 #![forbid(unsafe_code)]
 
 pub mod alert;

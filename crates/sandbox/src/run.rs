@@ -156,7 +156,8 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunReport, SandboxError>
     landlock::check_abi(&plan.landlock)?;
     rootfs::isolate_mounts()?;
     let cgroups = CgroupFacts::probe()?;
-    let filter = seccomp::compile(&plan.seccomp)?;
+    let mut filter = seccomp::compile(&plan.seccomp)?;
+    filter.log = options.alerts.is_some();
     // Loaded before anything exists, so a kernel that refuses them changes nothing.
     let socket_rules = if plan.policy.network.is_empty() {
         None
@@ -180,7 +181,14 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunReport, SandboxError>
         .audit_watcher
         .take()
         .map(moat_events::fanotify::AuditHandle::finish);
-    let cleanup_warnings = sandbox.destroy();
+    let mut cleanup_warnings = Vec::new();
+    if let (Some(path), true) = (&options.alerts, oom_kills > 0) {
+        // Written once the readers are done with the file, so no line interleaves.
+        if let Err(err) = write_oom_alert(path, plan, &sandbox.lease, oom_kills) {
+            cleanup_warnings.push(format!("cannot write the out-of-memory alert: {err}"));
+        }
+    }
+    cleanup_warnings.extend(sandbox.destroy());
     let status = result?;
     Ok(RunReport {
         status,
@@ -200,6 +208,43 @@ fn lease_owner(plan: &Plan) -> LeaseOwner<'_> {
         (None, moat_policy::HomePlan::Bind { host_path }) => LeaseOwner::Home(host_path),
         (None, moat_policy::HomePlan::Ephemeral { .. }) => LeaseOwner::Sandbox(&plan.id),
     }
+}
+
+/// The alert for processes the kernel killed for lack of memory in the sandbox.
+fn write_oom_alert(
+    path: &std::path::Path,
+    plan: &Plan,
+    lease: &IdLease,
+    kills: u64,
+) -> std::io::Result<()> {
+    let host_name = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let context = alert_context(plan, lease);
+    let limit = plan.resources.memory_bytes >> 20;
+    let alert = moat_events::Alert {
+        policy_name: "DefaultPosture".into(),
+        severity: "5".into(),
+        message: format!(
+            "the kernel killed {kills} process(es) of the sandbox for lack of memory (limit {limit} MiB){}",
+            if plan.resources.end_on_oom {
+                "; the sandbox was ended"
+            } else {
+                ""
+            }
+        ),
+        kind: "MatchedPolicy".into(),
+        operation: "Process".into(),
+        resource: format!("memory.limit={limit}MiB"),
+        data: format!("oom_kills={kills}"),
+        enforcer: "cgroup".into(),
+        action: "Block".into(),
+        result: "Killed".into(),
+        ..moat_events::Alert::about(&context, &host_name)
+    };
+    let mut writer = moat_events::AlertWriter::open(path)?;
+    writer.write(&alert)?;
+    writer.flush()
 }
 
 /// The file and process Audit rules of the plan, as fanotify watches.
@@ -257,6 +302,20 @@ fn alert_context(plan: &Plan, lease: &IdLease) -> moat_events::AlertContext {
         hostname: plan.hostname.clone(),
         labels: plan.labels.clone(),
         host_id_base: lease.host_base,
+        host_id_count: moat_policy::ID_RANGE_SIZE,
+        seccomp_shims: plan
+            .seccomp
+            .errno
+            .iter()
+            .filter(|rule| rule.errno == moat_policy::Errno::ENOSYS && rule.when.is_empty())
+            .flat_map(|rule| rule.syscalls.iter().cloned())
+            .collect(),
+        seccomp_result: std::io::Error::from_raw_os_error(plan.seccomp.default_errno.raw())
+            .to_string()
+            .split(" (os error")
+            .next()
+            .unwrap_or_default()
+            .to_string(),
         rules,
     }
 }

@@ -41,6 +41,9 @@ pub struct CompiledFilter {
     program: Vec<SockFilter>,
     /// Names libseccomp did not know and moat resolved from its own x86_64 table.
     pub resolved_by_number: Vec<String>,
+    /// Install with SECCOMP_FILTER_FLAG_LOG: every refusal goes to the kernel audit log,
+    /// where the alert reader finds it (with --alerts).
+    pub log: bool,
 }
 
 impl CompiledFilter {
@@ -152,6 +155,7 @@ pub fn compile(profile: &SeccompProfile) -> Result<CompiledFilter, SeccompError>
     Ok(CompiledFilter {
         program,
         resolved_by_number: by_number,
+        log: false,
     })
 }
 
@@ -195,7 +199,7 @@ fn tempfile_in_memory() -> std::io::Result<std::fs::File> {
 /// Installs the filter on the calling thread. Must be the last wall before exec: after it,
 /// only the allowed syscalls remain.
 pub fn install(filter: &CompiledFilter) -> Result<(), SeccompError> {
-    sys::seccomp_set_filter(&filter.program).map_err(SeccompError::Install)
+    sys::seccomp_set_filter(&filter.program, filter.log).map_err(SeccompError::Install)
 }
 
 #[cfg(test)]

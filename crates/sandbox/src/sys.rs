@@ -8,7 +8,7 @@ use std::io;
 pub type SockFilter = libc::sock_filter;
 
 /// Installs a seccomp filter on the calling thread (no_new_privs must already be set).
-pub fn seccomp_set_filter(program: &[SockFilter]) -> io::Result<()> {
+pub fn seccomp_set_filter(program: &[SockFilter], log: bool) -> io::Result<()> {
     let len = u16::try_from(program.len())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "seccomp program too long"))?;
     let prog = libc::sock_fprog {
@@ -21,7 +21,11 @@ pub fn seccomp_set_filter(program: &[SockFilter]) -> io::Result<()> {
         libc::syscall(
             libc::SYS_seccomp,
             libc::SECCOMP_SET_MODE_FILTER,
-            0,
+            if log {
+                libc::SECCOMP_FILTER_FLAG_LOG
+            } else {
+                0
+            },
             &prog as *const libc::sock_fprog,
         )
     };
