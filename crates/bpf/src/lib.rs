@@ -99,6 +99,38 @@ impl SocketFilter {
         Ok(filter)
     }
 
+    /// Writes `count` keys and values (laid end to end) into map `name`: in one batch
+    /// where the map type has batch updates (arrays), else one by one (tries).
+    fn fill_map(
+        &self,
+        name: &'static str,
+        keys: &[u8],
+        values: &[u8],
+        count: usize,
+    ) -> Result<(), BpfError> {
+        if count == 0 {
+            return Ok(());
+        }
+        let map = self.map(name)?;
+        let count32 = u32::try_from(count)
+            .map_err(|_| BpfError::Load(format!("too many entries for the {name} table")))?;
+        if map
+            .update_batch(keys, values, count32, MapFlags::ANY, MapFlags::ANY)
+            .is_ok()
+        {
+            return Ok(());
+        }
+        let (key_size, value_size) = (keys.len() / count, values.len() / count);
+        for (key, value) in keys
+            .chunks_exact(key_size)
+            .zip(values.chunks_exact(value_size))
+        {
+            map.update(key, value, MapFlags::ANY)
+                .map_err(map_error(name))?;
+        }
+        Ok(())
+    }
+
     fn map(&self, name: &'static str) -> Result<libbpf_rs::Map<'_>, BpfError> {
         self.object
             .maps()
@@ -107,37 +139,34 @@ impl SocketFilter {
     }
 
     fn fill(&self, tables: &SocketTables) -> Result<(), BpfError> {
-        let prefixes = self.map("v4_prefixes")?;
+        let mut keys = Vec::new();
+        let mut values = Vec::new();
         for prefix in &tables.v4 {
-            let mut key = Vec::with_capacity(8);
-            key.extend_from_slice(&u32::from(prefix.len).to_ne_bytes());
-            key.extend_from_slice(&prefix.addr);
-            prefixes
-                .update(&key, &span(prefix.first, prefix.count), MapFlags::ANY)
-                .map_err(map_error("v4_prefixes"))?;
+            keys.extend_from_slice(&u32::from(prefix.len).to_ne_bytes());
+            keys.extend_from_slice(&prefix.addr);
+            values.extend_from_slice(&span(prefix.first, prefix.count));
         }
-        let prefixes = self.map("v6_prefixes")?;
+        self.fill_map("v4_prefixes", &keys, &values, tables.v4.len())?;
+        keys.clear();
+        values.clear();
         for prefix in &tables.v6 {
-            let mut key = Vec::with_capacity(20);
-            key.extend_from_slice(&u32::from(prefix.len).to_ne_bytes());
-            key.extend_from_slice(&prefix.addr);
-            prefixes
-                .update(&key, &span(prefix.first, prefix.count), MapFlags::ANY)
-                .map_err(map_error("v6_prefixes"))?;
+            keys.extend_from_slice(&u32::from(prefix.len).to_ne_bytes());
+            keys.extend_from_slice(&prefix.addr);
+            values.extend_from_slice(&span(prefix.first, prefix.count));
         }
-        let entries = self.map("entries")?;
+        self.fill_map("v6_prefixes", &keys, &values, tables.v6.len())?;
+        keys.clear();
+        values.clear();
         for (index, entry) in tables.entries.iter().enumerate() {
-            let mut value = Vec::with_capacity(12);
-            value.extend_from_slice(&entry.port_lo.to_ne_bytes());
-            value.extend_from_slice(&entry.port_hi.to_ne_bytes());
-            value.push(entry.protocol);
-            value.push(entry.action);
-            value.extend_from_slice(&[0, 0]);
-            value.extend_from_slice(&entry.rule.to_ne_bytes());
-            entries
-                .update(&(index as u32).to_ne_bytes(), &value, MapFlags::ANY)
-                .map_err(map_error("entries"))?;
+            keys.extend_from_slice(&(index as u32).to_ne_bytes());
+            values.extend_from_slice(&entry.port_lo.to_ne_bytes());
+            values.extend_from_slice(&entry.port_hi.to_ne_bytes());
+            values.push(entry.protocol);
+            values.push(entry.action);
+            values.extend_from_slice(&[0, 0]);
+            values.extend_from_slice(&entry.rule.to_ne_bytes());
         }
+        self.fill_map("entries", &keys, &values, tables.entries.len())?;
         let protocols = self.map("protocols")?;
         for (class, verdict) in tables.protocols.iter().enumerate() {
             let mut value = Vec::with_capacity(8);
