@@ -140,30 +140,6 @@ fn gcc_builds_and_runs_a_program_in_the_home() {
     assert_eq!(ran.stdout.trim(), "compiled inside");
 }
 
-/// A minimal image: a static busybox and its applets. None when the host has no static
-/// busybox (and MOAT_REQUIRE allows skipping).
-fn busybox_image(scratch: &Scratch) -> Option<std::path::PathBuf> {
-    let busybox = Path::new("/bin/busybox");
-    let is_static = std::process::Command::new("file")
-        .arg(busybox)
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("statically linked"));
-    if !require(
-        is_static,
-        "a static /bin/busybox is needed to build a test image (apt-get install busybox-static)",
-    ) {
-        return None;
-    }
-    let image = scratch.join("image");
-    std::fs::create_dir_all(image.join("bin")).unwrap();
-    std::fs::create_dir_all(image.join("etc")).unwrap();
-    std::fs::copy(busybox, image.join("bin/busybox")).unwrap();
-    for applet in ["sh", "id", "cat", "touch", "ls", "hostname", "grep", "head"] {
-        std::os::unix::fs::symlink("busybox", image.join("bin").join(applet)).unwrap();
-    }
-    Some(image)
-}
-
 #[test]
 fn an_image_rootfs_runs_read_only_with_moat_identity() {
     if !require_root() {

@@ -741,6 +741,94 @@ fn syscalls_the_filter_refuses_are_alerts() {
     assert!(alerts_in(&quiet).iter().all(|a| a["Enforcer"] != "seccomp"));
 }
 
+/// Unmounts a bind mount a test made, however the test ends.
+struct BindMount(std::path::PathBuf);
+
+impl Drop for BindMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_blocked_file_stays_blocked_when_another_path_is_bind_mounted_onto_it() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let Some(image) = busybox_image(&scratch) else {
+        return;
+    };
+    let data = image.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("secret"), "TOPSECRET\n").unwrap();
+    std::fs::write(data.join("alias"), "").unwrap();
+    let mounted = std::process::Command::new("mount")
+        .arg("--bind")
+        .arg(data.join("secret"))
+        .arg(data.join("alias"))
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let _unmount = BindMount(data.join("alias"));
+    let policy = policy_file(
+        &scratch,
+        "secret.yaml",
+        "  file:\n    matchPaths:\n      - path: /data/secret\n        action: Block\n",
+    );
+    let image = image.to_str().unwrap();
+    let read = "cat /data/secret /data/alias 2>&1; true";
+    // The alias is a mount point: its listing shows the placeholder's inode, not the
+    // secret's, so only a stat tells that it is the blocked file.
+    let ran = sh(
+        &[
+            "--rootfs",
+            image,
+            "--policy",
+            &policy,
+            "--label",
+            "team=blue",
+        ],
+        read,
+    );
+    assert!(
+        !ran.stdout.contains("TOPSECRET"),
+        "{}{}",
+        ran.stdout,
+        ran.stderr
+    );
+    assert_eq!(
+        ran.stdout.matches("Permission denied").count(),
+        2,
+        "{}",
+        ran.stdout
+    );
+    let control = sh(&["--rootfs", image], read);
+    assert_eq!(
+        control.stdout.matches("TOPSECRET").count(),
+        2,
+        "control: {}",
+        control.stdout
+    );
+}
+
+#[test]
+fn a_block_on_a_device_holds() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let policy = policy_file(
+        &scratch,
+        "no-zero.yaml",
+        "  file:\n    matchPaths:\n      - path: /dev/zero\n        action: Block\n",
+    );
+    let read = "head -c1 /dev/zero >/dev/null && echo read";
+    let ran = sh(&["--policy", &policy, "--label", "team=blue"], read);
+    assert_eq!(ran.stdout.trim(), "", "{}", ran.stderr);
+    assert_eq!(sh(&[], read).stdout.trim(), "read", "control");
+}
+
 #[test]
 fn ten_thousand_rules_apply_and_bad_policies_refuse_the_run() {
     if !require_root() {

@@ -274,22 +274,24 @@ fn rules(plan: &LandlockPlan, r: &Rights) -> Vec<(PathBuf, BitFlags<AccessFs>)> 
         }
     }
     let index = DenyIndex::new(&denies);
+    let listing = Listing::new();
     let mut out = Vec::new();
     for (path, access) in grants {
         let Ok(root) = std::fs::canonicalize(&path) else {
             continue;
         };
-        carve(&root, access, &index, r, &mut out);
+        carve(&root, access, &index, &listing, r, &mut out);
     }
     for device in &plan.devices {
         let path = PathBuf::from(device);
-        if path.exists() {
-            let access = if path.is_dir() {
+        if let Some(entry) = Entry::of(&path) {
+            let access = if entry.is_dir {
                 r.file | AccessFs::ReadDir
             } else {
                 r.file
             };
-            out.push((path, access));
+            // A Block rule on a device holds too (/dev/zero is a file like any other).
+            out.push((path.clone(), index.restrict(&path, &entry, access, r)));
         }
     }
     out.retain(|(_, access)| !access.is_empty());
@@ -398,6 +400,66 @@ impl Entry {
     }
 }
 
+/// Where a directory listing can stand in for a stat of each entry.
+struct Listing {
+    /// Mount points of the sandbox: a listing shows the inode mounted over, not the one
+    /// mounted (a file bind-mounted onto a placeholder).
+    mount_points: HashSet<PathBuf>,
+}
+
+impl Listing {
+    /// Reads the mount points of the calling process's mount namespace.
+    fn new() -> Listing {
+        let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        Listing {
+            mount_points: text
+                .lines()
+                .filter_map(|line| line.split(' ').nth(4))
+                .map(|field| PathBuf::from(unescape_mountinfo(field)))
+                .collect(),
+        }
+    }
+
+    /// Whether `d_ino` and the directory's device are each entry's real identity on the
+    /// filesystem of `dir`: true for the local filesystems a root is made of; false for
+    /// overlayfs (whose lower files report their own layer's device), FUSE, network
+    /// filesystems and anything else unknown, whose entries are stat'd one by one.
+    fn trusts_listing_of(dir: &Path) -> bool {
+        use nix::sys::statfs::{
+            statfs, BTRFS_SUPER_MAGIC, EXT4_SUPER_MAGIC, TMPFS_MAGIC, XFS_SUPER_MAGIC,
+        };
+        statfs(dir).is_ok_and(|fs| {
+            [
+                EXT4_SUPER_MAGIC,
+                XFS_SUPER_MAGIC,
+                BTRFS_SUPER_MAGIC,
+                TMPFS_MAGIC,
+            ]
+            .contains(&fs.filesystem_type())
+        })
+    }
+}
+
+/// A mountinfo path field with its octal escapes (`\040` for a space) undone.
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
+            let digits = std::str::from_utf8(&bytes[i + 1..i + 4]).unwrap_or("");
+            if let Ok(value) = u8::from_str_radix(digits, 8) {
+                out.push(value);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Grants `access` on `path`, except what the denies take away: a covered path gets only
 /// what its rule keeps; a directory holding a denied path is listed and its entries are
 /// granted one by one (files created there later get nothing: they are not listed yet).
@@ -405,11 +467,12 @@ fn carve(
     path: &Path,
     access: BitFlags<AccessFs>,
     denies: &DenyIndex,
+    listing: &Listing,
     r: &Rights,
     out: &mut Vec<(PathBuf, BitFlags<AccessFs>)>,
 ) {
     if let Some(entry) = Entry::of(path) {
-        carve_entry(path, entry, access, denies, r, out);
+        carve_entry(path, entry, access, denies, listing, r, out);
     }
 }
 
@@ -418,6 +481,7 @@ fn carve_entry(
     entry: Entry,
     access: BitFlags<AccessFs>,
     denies: &DenyIndex,
+    listing: &Listing,
     r: &Rights,
     out: &mut Vec<(PathBuf, BitFlags<AccessFs>)>,
 ) {
@@ -432,22 +496,25 @@ fn carve_entry(
     let access = denies.restrict(path, &entry, access, r);
     if entry.is_dir && denies.below(path) {
         out.push((path.to_path_buf(), access & AccessFs::ReadDir));
+        // The identity of each entry decides whether it is a hard link of a blocked
+        // file, so where the listing may not tell it exactly, every entry is stat'd.
+        let trusted = Listing::trusts_listing_of(path);
         for child in std::fs::read_dir(path).into_iter().flatten().flatten() {
             let child_path = child.path();
-            let listed = child.file_type().ok().map(|kind| Entry {
-                is_dir: kind.is_dir(),
-                is_symlink: kind.is_symlink(),
-                // Entries of one directory share its device, except mount points,
-                // which are directories (or bind-mounted files, met by path).
-                inode: (entry.inode.0, child.ino()),
-            });
-            // A mount point shows the mounted-over inode in the listing: stat those.
-            let listed = match listed {
-                Some(e) if e.is_dir => Entry::of(&child_path),
-                other => other.or_else(|| Entry::of(&child_path)),
+            let listed = match child.file_type() {
+                Ok(kind)
+                    if trusted && !kind.is_dir() && !listing.mount_points.contains(&child_path) =>
+                {
+                    Some(Entry {
+                        is_dir: false,
+                        is_symlink: kind.is_symlink(),
+                        inode: (entry.inode.0, child.ino()),
+                    })
+                }
+                _ => Entry::of(&child_path),
             };
             if let Some(listed) = listed {
-                carve_entry(&child_path, listed, access, denies, r, out);
+                carve_entry(&child_path, listed, access, denies, listing, r, out);
             }
         }
         return;
@@ -465,4 +532,18 @@ fn scopes(plan: &LandlockPlan, abi: ABI) -> BitFlags<Scope> {
         wanted |= Scope::AbstractUnixSocket;
     }
     wanted & available
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_undone() {
+        assert_eq!(unescape_mountinfo("/a\\040b"), "/a b");
+        assert_eq!(unescape_mountinfo("/x\\134y"), "/x\\y");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+        assert_eq!(unescape_mountinfo("/tail\\04"), "/tail\\04");
+        assert_eq!(unescape_mountinfo("/é\\"), "/é\\");
+    }
 }
