@@ -701,6 +701,56 @@ fn capability_rules_hold_because_the_sandbox_has_no_capability() {
 }
 
 #[test]
+fn audit_rules_follow_the_file_not_its_name_and_see_files_mounted_in_a_directory() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let home = scratch.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    // The sandbox's user makes the file (hard links need its owner).
+    let made = sh(&["--home", home.to_str().unwrap()], "echo s > ~/secret");
+    assert_eq!(made.status, 0, "{}", made.stderr);
+    let policy = policy_file(
+        &scratch,
+        "watch-secret.yaml",
+        "  action: Audit\n  file:\n    matchPaths:\n      - path: /home/jovyan/secret\n    matchDirectories:\n      - dir: /etc/\n",
+    );
+    let alerts = scratch.join("names.jsonl");
+    // A hard link and a rename give the file other names; nsswitch.conf is a file moat
+    // mounts into the sandbox's /etc, which a mark on the directory alone does not see.
+    let ran = sh(
+        &[
+            "--home",
+            home.to_str().unwrap(),
+            "--policy",
+            &policy,
+            "--label",
+            "team=blue",
+            "--alerts",
+            alerts.to_str().unwrap(),
+        ],
+        "cd ~ && ln secret link && cat link >/dev/null && mv secret renamed && cat renamed >/dev/null && cat /etc/nsswitch.conf >/dev/null && echo done",
+    );
+    assert_eq!(ran.stdout.trim(), "done", "{}", ran.stderr);
+    let resources: Vec<String> = alerts_in(&alerts)
+        .into_iter()
+        .filter(|a| a["Enforcer"] == "fanotify")
+        .map(|a| a["Resource"].as_str().unwrap().to_string())
+        .collect();
+    for expected in [
+        "/home/jovyan/link",
+        "/home/jovyan/renamed",
+        "/etc/nsswitch.conf",
+    ] {
+        assert!(
+            resources.iter().any(|r| r == expected),
+            "{expected}: {resources:?}"
+        );
+    }
+}
+
+#[test]
 fn syscalls_the_filter_refuses_are_alerts() {
     if !require_root() {
         return;

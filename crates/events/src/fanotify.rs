@@ -78,7 +78,19 @@ pub type AuditHandle = crate::reader::ReaderThread<AuditReport>;
 #[derive(Debug, Clone)]
 struct Watched {
     resolved: String,
+    /// Device and inode of a watched file: a file rule matches its inode, whatever path
+    /// it was opened by (a hard link, a name it was renamed to, a deleted file).
+    inode: Option<(u64, u64)>,
     watch: AuditWatch,
+}
+
+/// What the reader needs to tell the sandbox's events from others'.
+struct Sandbox {
+    /// Its mounts: an event counts only if its file was opened through one of them.
+    mounts: HashSet<u64>,
+    /// Its pid namespace: a process still alive must be in it (the host can reach the
+    /// sandbox's mounts through /proc/PID/root).
+    pid_namespace: Option<(u64, u64)>,
 }
 
 /// Marks what `watches` name in the sandbox whose init is `init_pid` (created, not
@@ -98,6 +110,13 @@ pub fn spawn_audit(
     )
     .map_err(|e| io::Error::other(format!("fanotify (Linux 5.1+, CAP_SYS_ADMIN): {e}")))?;
     let root = PathBuf::from(format!("/proc/{init_pid}/root"));
+    let mountinfo = format!("/proc/{init_pid}/mountinfo");
+    // The sandbox's mount points, as paths under `root`.
+    let mount_points: HashSet<PathBuf> = std::fs::read_to_string(&mountinfo)?
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|point| root.join(point.trim_start_matches('/')))
+        .collect();
     let mut report = AuditReport::default();
     let mut watched = Vec::new();
     let mut directories = 0usize;
@@ -122,6 +141,7 @@ pub fn spawn_audit(
                 )
                 .map_err(|e| io::Error::other(format!("cannot watch {}: {e}", watch.path)))
         };
+        let mut inode = None;
         if watch.directory {
             let mut pending = vec![host.clone()];
             while let Some(dir) = pending.pop() {
@@ -133,29 +153,44 @@ pub fn spawn_audit(
                     )));
                 }
                 mark(&dir, mask | MaskFlags::FAN_EVENT_ON_CHILD)?;
-                if watch.recursive {
-                    for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                            pending.push(entry.path());
-                        }
+                for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                    let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+                    if is_dir && watch.recursive {
+                        pending.push(entry.path());
+                    } else if !is_dir && mount_points.contains(&entry.path()) {
+                        // A file mounted here (moat binds files into the sandbox's /etc)
+                        // is another filesystem's inode: the directory's mark does not
+                        // see it, so it gets a mark of its own.
+                        mark(&entry.path(), mask)?;
                     }
                 }
             }
         } else {
             mark(&host, mask)?;
+            inode = std::fs::metadata(&host).ok().map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                (m.dev(), m.ino())
+            });
         }
-        watched.push(Watched { resolved, watch });
+        watched.push(Watched {
+            resolved,
+            inode,
+            watch,
+        });
     }
-    let mounts = mount_ids(&format!("/proc/{init_pid}/mountinfo"))?;
+    let sandbox = Sandbox {
+        mounts: mount_ids(&mountinfo)?,
+        pid_namespace: namespace_of(&format!("/proc/{init_pid}/ns/pid")),
+    };
     AuditHandle::spawn("moat-audit", move |stop| {
-        read(&group, &watched, &mounts, &context, writer, report, stop)
+        read(&group, &watched, &sandbox, &context, writer, report, stop)
     })
 }
 
 fn read(
     group: &Fanotify,
     watched: &[Watched],
-    mounts: &HashSet<u64>,
+    sandbox: &Sandbox,
     context: &AlertContext,
     mut writer: AlertWriter,
     mut report: AuditReport,
@@ -195,20 +230,33 @@ fn read(
                 }
                 let Some(fd) = event.fd() else { continue };
                 let raw = fd.as_raw_fd();
-                if !mount_of(raw).is_some_and(|id| mounts.contains(&id)) {
+                if !mount_of(raw).is_some_and(|id| sandbox.mounts.contains(&id)) {
                     // Through a mount of the host's, or of another sandbox.
+                    continue;
+                }
+                let pid = event.pid();
+                let acting_namespace = namespace_of(&format!("/proc/{pid}/ns/pid"));
+                if acting_namespace.is_some() && acting_namespace != sandbox.pid_namespace {
+                    // A process outside, through /proc/PID/root.
                     continue;
                 }
                 let Ok(path) = std::fs::read_link(format!("/proc/self/fd/{raw}")) else {
                     continue;
                 };
                 let path = path.to_string_lossy().into_owned();
+                let inode = nix::sys::stat::fstat(raw)
+                    .ok()
+                    .map(|st| (st.st_dev, st.st_ino));
                 let exec = event.mask().contains(MaskFlags::FAN_OPEN_EXEC);
-                let Some(watch) = matching(watched, &path, exec) else {
+                let Some(watch) = matching(watched, &path, inode, exec) else {
                     continue;
                 };
-                let process = processes.get(i64::from(event.pid()), "").clone();
+                let process = processes.get(i64::from(pid), "").clone();
                 let parent = processes.get(process.ppid, "").exe.clone();
+                if exec {
+                    // The process runs another program from now on.
+                    processes.forget(i64::from(pid));
+                }
                 let alert = audit_alert(
                     context,
                     &host_name,
@@ -254,15 +302,21 @@ fn finish(
     report
 }
 
-/// The watch an event at `path` belongs to: the most specific one of its kind.
-fn matching<'a>(watched: &'a [Watched], path: &str, exec: bool) -> Option<&'a AuditWatch> {
+/// The watch an event on the file at `path` (with `inode`) belongs to: the most specific
+/// one of its kind. A file rule matches by inode, so no other name of the file escapes it.
+fn matching<'a>(
+    watched: &'a [Watched],
+    path: &str,
+    inode: Option<(u64, u64)>,
+    exec: bool,
+) -> Option<&'a AuditWatch> {
     watched
         .iter()
         // A file rule's mark reports opens; an exec is an open too.
         .filter(|w| !w.watch.exec || exec)
         .filter(|w| {
             if !w.watch.directory {
-                return path == w.resolved;
+                return inode.is_some() && w.inode == inode || path == w.resolved;
             }
             let dir = format!("{}/", w.resolved.trim_end_matches('/'));
             match path.strip_prefix(&dir) {
@@ -331,6 +385,12 @@ fn mount_of(fd: i32) -> Option<u64> {
         .lines()
         .find_map(|l| l.strip_prefix("mnt_id:"))
         .and_then(|v| v.trim().parse().ok())
+}
+
+/// Device and inode of a namespace file, which identify the namespace.
+fn namespace_of(path: &str) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// Ids of the mounts listed in a mountinfo file.
@@ -419,6 +479,7 @@ mod tests {
     fn events_match_the_most_specific_watch() {
         let watch = |path: &str, directory, recursive, exec| Watched {
             resolved: path.trim_end_matches('/').to_string(),
+            inode: None,
             watch: AuditWatch {
                 path: path.into(),
                 directory,
@@ -436,7 +497,7 @@ mod tests {
             watch("/usr/bin/", true, false, true),
         ];
         let policy =
-            |path: &str, exec| matching(&watched, path, exec).map(|w| w.rule.policy.clone());
+            |path: &str, exec| matching(&watched, path, None, exec).map(|w| w.rule.policy.clone());
         assert_eq!(policy("/etc/passwd", false).as_deref(), Some("/etc/"));
         assert_eq!(policy("/etc/ssl/x", false), None, "not recursive");
         assert_eq!(policy("/usr/lib/a/b", false).as_deref(), Some("/usr/"));

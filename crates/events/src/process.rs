@@ -35,6 +35,11 @@ impl ProcessCache {
             .1
     }
 
+    /// Forgets what is known of `host_pid` (it has just executed another program).
+    pub fn forget(&mut self, host_pid: i64) {
+        self.known.remove(&host_pid);
+    }
+
     /// As [`ProcessCache::get`], for an event that names the process's command: a
     /// different command than last time means an exec (or a reused pid), so the entry is
     /// looked up afresh.
