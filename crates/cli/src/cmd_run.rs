@@ -84,9 +84,10 @@ pub struct RunArgs {
     /// matches the run's labels apply. Check them with `moat policy check`.
     #[arg(long = "policy", value_name = "FILE")]
     policies: Vec<PathBuf>,
-    /// Append alerts (one JSON object per line, KubeArmor's field names) to FILE: every
-    /// file or exec access Landlock denies (not yet network or seccomp denials). Turns
-    /// kernel auditing on if it is off.
+    /// Append alerts (one JSON object per line, KubeArmor's field names) to FILE: file and
+    /// exec accesses Landlock denies, syscalls the filter refuses, network rules' Block,
+    /// Audit and default-posture decisions, file and process Audit rules' matches, and
+    /// out-of-memory kills (docs/policy.md). Turns kernel auditing on if it is off.
     #[arg(long, value_name = "FILE")]
     alerts: Option<PathBuf>,
     /// A label of the sandbox, for policy selectors (repeatable).
@@ -359,11 +360,14 @@ fn run_sandbox(args: &RunArgs, id: &str) -> Outcome {
                 if let Some(error) = &alerts.error {
                     eprintln!("moat: warning: alerts: {error}");
                 }
-                if alerts.kernel_lost > 0 || alerts.socket_overflows > 0 || alerts.events_missed > 0
+                if alerts.kernel_lost > 0
+                    || alerts.socket_overflows > 0
+                    || alerts.events_missed > 0
+                    || alerts.unattributed > 0
                 {
                     eprintln!(
-                        "moat: warning: alerts may be incomplete: {} record(s) dropped by the kernel, {} reader overflow(s), {} audit event(s) not received (a SystemEvent alert says so)",
-                        alerts.kernel_lost, alerts.socket_overflows, alerts.events_missed
+                        "moat: warning: alerts may be incomplete: {} record(s) dropped by the kernel, {} reader overflow(s), {} audit event(s) not received, {} refused syscall(s) not attributable (a SystemEvent alert says so)",
+                        alerts.kernel_lost, alerts.socket_overflows, alerts.events_missed, alerts.unattributed
                     );
                 }
             }

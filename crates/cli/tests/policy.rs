@@ -880,6 +880,48 @@ fn a_block_on_a_device_holds() {
 }
 
 #[test]
+fn seccomp_alerts_stay_with_their_sandbox_when_an_identity_runs_twice() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let identity = test_id("twice");
+    let quiet = scratch.join("quiet-twin.jsonl");
+    let loud = scratch.join("loud-twin.jsonl");
+    // Two sandboxes of one identity share its ids; only one of them is refused a mount.
+    let waiting = Running::spawn(moat().args([
+        "run",
+        "--identity",
+        &identity,
+        "--alerts",
+        quiet.to_str().unwrap(),
+        "--",
+        "sleep",
+        "3",
+    ]));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let probe = "import ctypes, time\nlibc = ctypes.CDLL(None)\nlibc.mount(b'none', b'/tmp', b'tmpfs', 0, None)\ntime.sleep(0.5)\n";
+    let ran = run(
+        &["--identity", &identity, "--alerts", loud.to_str().unwrap()],
+        &["python3", "-c", probe],
+    );
+    assert_eq!(ran.status, 0, "{}", ran.stderr);
+    waiting.wait();
+    let mounts = |path: &std::path::Path| {
+        alerts_in(path)
+            .iter()
+            .filter(|a| a["Enforcer"] == "seccomp" && a["Resource"] == "mount")
+            .count()
+    };
+    assert_eq!(mounts(&loud), 1, "the refused sandbox reports it");
+    assert_eq!(
+        mounts(&quiet),
+        0,
+        "the other sandbox of the same identity does not"
+    );
+}
+
+#[test]
 fn ten_thousand_rules_apply_and_bad_policies_refuse_the_run() {
     if !require_root() {
         return;

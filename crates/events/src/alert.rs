@@ -137,6 +137,10 @@ pub struct AlertContext {
     pub host_id_base: u32,
     /// How many host ids it maps from there (its own, no other sandbox's).
     pub host_id_count: u32,
+    /// Whether sandboxes of the same identity or home may hold the same ids at once.
+    pub ids_shared: bool,
+    /// Syscalls the profile's filter allows whatever their arguments.
+    pub seccomp_allowed: Vec<String>,
     /// Syscalls the filter answers with a compatibility errno (clone3: ENOSYS, so that
     /// libc falls back to clone): not denials, so no alert.
     pub seccomp_shims: Vec<String>,

@@ -39,6 +39,10 @@ pub struct ReaderReport {
     /// Audit events the reader never saw (gaps in the serial numbers while it ran; some
     /// may have been other processes' events).
     pub events_missed: u64,
+    /// Seccomp refusals by a process that was gone before its record was read, with ids
+    /// this sandbox shares with others of the same identity or home: not reported, since
+    /// they may be another sandbox's.
+    pub unattributed: u64,
     /// Why the reader stopped early, if it did.
     pub error: Option<String>,
 }
@@ -68,8 +72,16 @@ pub fn spawn_reader(
         audit::enable(before.backlog_limit.max(BACKLOG))?;
     }
     let socket = audit::subscribe()?;
+    let pid_namespace = namespace_of(&format!("/proc/{init_pid}/ns/pid"));
     ReaderHandle::spawn("moat-alerts", move |stop| {
-        read(socket, context, writer, init_pid, before.lost, stop)
+        read(
+            socket,
+            context,
+            writer,
+            (init_pid, pid_namespace),
+            before.lost,
+            stop,
+        )
     })
 }
 
@@ -77,7 +89,7 @@ fn read(
     socket: OwnedFd,
     context: AlertContext,
     mut writer: AlertWriter,
-    init_pid: i32,
+    (init_pid, pid_namespace): (i32, Option<(u64, u64)>),
     lost_before: u32,
     stop: &AtomicBool,
 ) -> ReaderReport {
@@ -146,14 +158,16 @@ fn read(
                     // A seccomp record stands alone (the filter runs before the syscall
                     // is audited, so no end-of-event record follows it).
                     if record.kind == SECCOMP {
-                        if let Some(alert) = seccomp_alert(&record, &context, &host_name, &mut pids)
+                        match seccomp_alert(&record, &context, pid_namespace, &host_name, &mut pids)
                         {
-                            match writer.write(&alert) {
+                            Refusal::Ours(alert) => match writer.write(&alert) {
                                 Ok(()) => report.alerts += 1,
                                 Err(err) => {
                                     report.error = Some(format!("cannot write alerts: {err}"))
                                 }
-                            }
+                            },
+                            Refusal::Unattributed => report.unattributed += 1,
+                            Refusal::NotOurs => {}
                         }
                         continue;
                     }
@@ -196,20 +210,20 @@ fn read(
     }
     report.kernel_lost = audit::status().map_or(0, |s| s.lost.saturating_sub(lost_before));
     report.events_missed = serials.missed() + evicted;
-    if report.socket_overflows > 0 || report.kernel_lost > 0 || report.events_missed > 0 {
-        let alert = Alert::missing(
-&context,
-&host_name,
-"Syscall",
-format!(
-                "alerts may be missing: {} audit event(s) were not received, the kernel dropped {} record(s) and moat's reader overflowed {} time(s) during the run",
-                report.events_missed, report.kernel_lost, report.socket_overflows
-            ),
-format!(
-                "events_missed={} kernel_lost={} socket_overflows={}",
-                report.events_missed, report.kernel_lost, report.socket_overflows
-            ),
-);
+    if report.socket_overflows > 0
+        || report.kernel_lost > 0
+        || report.events_missed > 0
+        || report.unattributed > 0
+    {
+        let message = format!(
+            "alerts may be missing: {} audit event(s) were not received, the kernel dropped {} record(s), moat's reader overflowed {} time(s), and {} refused syscall(s) of an exited process could not be told apart from another sandbox's of the same identity",
+            report.events_missed, report.kernel_lost, report.socket_overflows, report.unattributed
+        );
+        let data = format!(
+            "events_missed={} kernel_lost={} socket_overflows={} unattributed={}",
+            report.events_missed, report.kernel_lost, report.socket_overflows, report.unattributed
+        );
+        let alert = Alert::missing(&context, &host_name, "Syscall", message, data);
         let _ = writer.write(&alert);
     }
     if let Err(err) = writer.flush() {
@@ -319,19 +333,40 @@ fn decode_hex(text: &str) -> Option<String> {
     bytes.map(|b| String::from_utf8_lossy(&b).into_owned())
 }
 
-/// The alert for a seccomp denial by a process of this sandbox, which is known by its uid:
-/// every sandbox has a host id range of its own. Compatibility answers (clone3's ENOSYS,
-/// so that libc falls back to clone) are not denials and raise no alert.
+/// A seccomp record, judged.
+enum Refusal {
+    /// A refusal by this sandbox's filter, of one of its processes.
+    Ours(Alert),
+    /// Another sandbox's, the host's, a compatibility answer, or a record the workload's
+    /// own filter made (for a syscall the profile allows).
+    NotOurs,
+    /// Maybe this sandbox's: its ids are shared and the process is gone.
+    Unattributed,
+}
+
+/// The alert for a seccomp denial by a process of this sandbox. Its uid says which
+/// sandbox: each has a host id range of its own, except sandboxes of one identity or home
+/// running at once, which also need the process's pid namespace (while it lives).
+/// Compatibility answers (clone3's ENOSYS, so that libc falls back to clone) are not
+/// denials; a record for a syscall the profile allows comes from a filter the workload
+/// installed itself, so it is not reported as the profile's.
 fn seccomp_alert(
     record: &Record,
     context: &AlertContext,
+    pid_namespace: Option<(u64, u64)>,
     host_name: &str,
     pids: &mut PidCache,
-) -> Option<Alert> {
+) -> Refusal {
     let f = fields(&record.text);
     let uid = number(&f, "uid") - i64::from(context.host_id_base);
     if !(0..i64::from(context.host_id_count)).contains(&uid) {
-        return None;
+        return Refusal::NotOurs;
+    }
+    let host_pid = self::number(&f, "pid");
+    match namespace_of(&format!("/proc/{host_pid}/ns/pid")) {
+        Some(acting) if Some(acting) != pid_namespace => return Refusal::NotOurs,
+        None if context.ids_shared => return Refusal::Unattributed,
+        _ => {}
     }
     let code = f.get("code").cloned().unwrap_or_default();
     let number = number(&f, "syscall");
@@ -339,14 +374,13 @@ fn seccomp_alert(
         .ok()
         .and_then(|n| libseccomp::ScmpSyscall::from(n).get_name().ok())
         .unwrap_or_else(|| number.to_string());
-    if context.seccomp_shims.contains(&name) {
-        return None;
+    if context.seccomp_shims.contains(&name) || context.seccomp_allowed.contains(&name) {
+        return Refusal::NotOurs;
     }
-    let host_pid = self::number(&f, "pid");
     let exe = f.get("exe").cloned().unwrap_or_default();
     let (seconds, millis) = time(&record.text);
     let updated = chrono::DateTime::from_timestamp(seconds, millis * 1_000_000).unwrap_or_default();
-    Some(Alert {
+    Refusal::Ours(Alert {
         timestamp: seconds,
         updated_time: updated.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         host_pid,
@@ -366,6 +400,12 @@ fn seccomp_alert(
         result: context.seccomp_result.clone(),
         ..Alert::about(context, host_name)
     })
+}
+
+/// Device and inode of a namespace file, which identify the namespace.
+fn namespace_of(path: &str) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 fn number(fields: &BTreeMap<String, String>, key: &str) -> i64 {

@@ -303,6 +303,8 @@ fn alert_context(plan: &Plan, lease: &IdLease) -> moat_events::AlertContext {
         labels: plan.labels.clone(),
         host_id_base: lease.host_base,
         host_id_count: moat_policy::ID_RANGE_SIZE,
+        ids_shared: lease.persistent,
+        seccomp_allowed: plan.seccomp.allow.clone(),
         seccomp_shims: plan
             .seccomp
             .errno
