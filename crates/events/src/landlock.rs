@@ -336,7 +336,7 @@ fn decode_hex(text: &str) -> Option<String> {
 /// A seccomp record, judged.
 enum Refusal {
     /// A refusal by this sandbox's filter, of one of its processes.
-    Ours(Alert),
+    Ours(Box<Alert>),
     /// Another sandbox's, the host's, a compatibility answer, or a record the workload's
     /// own filter made (for a syscall the profile allows).
     NotOurs,
@@ -380,7 +380,7 @@ fn seccomp_alert(
     let exe = f.get("exe").cloned().unwrap_or_default();
     let (seconds, millis) = time(&record.text);
     let updated = chrono::DateTime::from_timestamp(seconds, millis * 1_000_000).unwrap_or_default();
-    Refusal::Ours(Alert {
+    Refusal::Ours(Box::new(Alert {
         timestamp: seconds,
         updated_time: updated.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         host_pid,
@@ -399,7 +399,7 @@ fn seccomp_alert(
         action: "Block".into(),
         result: context.seccomp_result.clone(),
         ..Alert::about(context, host_name)
-    })
+    }))
 }
 
 /// Device and inode of a namespace file, which identify the namespace.
