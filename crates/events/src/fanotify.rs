@@ -182,8 +182,14 @@ pub fn spawn_audit(
         mounts: mount_ids(&mountinfo)?,
         pid_namespace: namespace_of(&format!("/proc/{init_pid}/ns/pid")),
     };
+    // Held until the last event is read: an event's file names its path through its
+    // mount, and once the sandbox's mount namespace is gone its mounts are detached and
+    // a path reads as relative to the mount (`/notes` for `/home/jovyan/notes`).
+    let mount_namespace = std::fs::File::open(format!("/proc/{init_pid}/ns/mnt"))?;
     AuditHandle::spawn("moat-audit", move |stop| {
-        read(&group, &watched, &sandbox, &context, writer, report, stop)
+        let report = read(&group, &watched, &sandbox, &context, writer, report, stop);
+        drop(mount_namespace);
+        report
     })
 }
 
