@@ -880,6 +880,34 @@ fn a_block_on_a_device_holds() {
 }
 
 #[test]
+fn a_workload_cannot_forge_seccomp_alerts_for_allowed_syscalls() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let alerts = scratch.join("forged.jsonl");
+    // The workload installs a logging filter of its own that refuses getppid, which the
+    // profile allows, and calls it; then it is refused a mount by the profile.
+    let forge = "import ctypes, os\nclass F(ctypes.Structure):\n    _fields_ = [('code', ctypes.c_ushort), ('jt', ctypes.c_ubyte), ('jf', ctypes.c_ubyte), ('k', ctypes.c_uint)]\nclass P(ctypes.Structure):\n    _fields_ = [('len', ctypes.c_ushort), ('filter', ctypes.POINTER(F))]\nprog = (F * 4)(F(0x20, 0, 0, 0), F(0x15, 0, 1, 110), F(0x06, 0, 0, 0x00050001), F(0x06, 0, 0, 0x7fff0000))\nlibc = ctypes.CDLL(None, use_errno=True)\nprint(libc.syscall(317, 1, 2, ctypes.byref(P(4, prog))))\nfor _ in range(5):\n    libc.getppid()\nlibc.mount(b'none', b'/tmp', b'tmpfs', 0, None)\n";
+    let ran = run(
+        &["--alerts", alerts.to_str().unwrap()],
+        &["python3", "-c", forge],
+    );
+    assert_eq!(
+        ran.stdout.trim(),
+        "0",
+        "the filter was installed: {}",
+        ran.stderr
+    );
+    let refused: Vec<String> = alerts_in(&alerts)
+        .into_iter()
+        .filter(|a| a["Enforcer"] == "seccomp")
+        .map(|a| a["Resource"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(refused, ["mount"], "the profile's refusal only");
+}
+
+#[test]
 fn seccomp_alerts_stay_with_their_sandbox_when_an_identity_runs_twice() {
     if !require_root() {
         return;
