@@ -11,8 +11,8 @@
 #   C  N network Block rules on distinct /32s in 10.0.0.0/8 (10.x.y.z/32, port 443): the
 #      probe's connect to 127.0.0.1 misses in the longest-prefix-match trie
 #   D  N network Block rules on 127.0.0.0/8, each on its own port (20000+I), none the
-#      probe's: every connect to 127.0.0.1 scans all N entries and matches none (worst
-#      case). The ports must stay below the sandbox's ephemeral range, from which the
+#      probe's: every connect to 127.0.0.1 searches the N port segments of one network
+#      and matches none (the most rules one connect can meet). The ports must stay below the sandbox's ephemeral range, from which the
 #      probe's listener takes its port; checked, and so is that a D policy with one more
 #      rule on the ephemeral range does make the probe's connect fail
 # it measures inside `moat run --label bench=yes [--policy P]`:
@@ -324,7 +324,7 @@ label() {
         A*) echo "A: ${1#A} nonexistent paths" ;;
         B*) echo "B: ${1#B} files under /usr/share" ;;
         C*) echo "C: ${1#C} /32s in 10.0.0.0/8 (trie miss)" ;;
-        D*) echo "D: ${1#D} ports on 127.0.0.0/8 (full scan)" ;;
+        D*) echo "D: ${1#D} ports on 127.0.0.0/8 (one network)" ;;
     esac
 }
 echo

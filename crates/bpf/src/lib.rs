@@ -78,7 +78,7 @@ impl SocketFilter {
             let entries = match map.name().to_str() {
                 Some("v4_prefixes") => tables.v4.len(),
                 Some("v6_prefixes") => tables.v6.len(),
-                Some("entries") => tables.entries.len(),
+                Some("segments") => tables.segments.len(),
                 _ => continue,
             };
             let entries = u32::try_from(entries.max(1))
@@ -157,16 +157,18 @@ impl SocketFilter {
         self.fill_map("v6_prefixes", &keys, &values, tables.v6.len())?;
         keys.clear();
         values.clear();
-        for (index, entry) in tables.entries.iter().enumerate() {
+        for (index, segment) in tables.segments.iter().enumerate() {
+            // `struct segment` of socket.bpf.c.
             keys.extend_from_slice(&(index as u32).to_ne_bytes());
-            values.extend_from_slice(&entry.port_lo.to_ne_bytes());
-            values.extend_from_slice(&entry.port_hi.to_ne_bytes());
-            values.push(entry.protocol);
-            values.push(entry.action);
-            values.extend_from_slice(&[0, 0]);
-            values.extend_from_slice(&entry.rule.to_ne_bytes());
+            values.extend_from_slice(&segment.port_lo.to_ne_bytes());
+            values.extend_from_slice(&segment.port_hi.to_ne_bytes());
+            for verdict in &segment.verdicts {
+                values.extend_from_slice(&[verdict.action, 0, 0, 0]);
+                values.extend_from_slice(&verdict.block_rule.to_ne_bytes());
+                values.extend_from_slice(&verdict.audit_rule.to_ne_bytes());
+            }
         }
-        self.fill_map("entries", &keys, &values, tables.entries.len())?;
+        self.fill_map("segments", &keys, &values, tables.segments.len())?;
         let protocols = self.map("protocols")?;
         for (class, verdict) in tables.protocols.iter().enumerate() {
             let mut value = Vec::with_capacity(8);

@@ -2,14 +2,18 @@
 //! (crates/bpf/src/bpf/socket.bpf.c).
 //!
 //! Destination rules become a longest-prefix-match trie per address family whose values
-//! are runs of entries (port range, protocol, action, rule). A run holds every rule whose
-//! network covers the trie key, not only the key's own rules, so one lookup of the
-//! destination finds all the rules that can apply to it: any rule network containing the
-//! address contains the longest matching one, since prefixes of one address nest. The
-//! program then scans the run, so a Block wins over an Allow of a narrower network.
+//! are runs of port segments. A run covers every rule whose network covers the trie key,
+//! not only the key's own rules, so one lookup of the destination finds all the rules
+//! that can apply to it: any rule network containing the address contains the longest
+//! matching one, since prefixes of one address nest. The run cuts the port space 0-65535
+//! into segments where the same rules apply (ports no rule covers are left out), each
+//! with the merged verdict per protocol
+//! (tcp, udp, other), so the program finds a destination's verdict by a binary search of
+//! the run: a Block wins over an Allow of a narrower network, and the cost of a connect
+//! does not grow with the number of rules.
 //! Protocol rules become one verdict per protocol class.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use ipnet::IpNet;
 use serde::Serialize;
@@ -27,22 +31,25 @@ pub const ACTION_BLOCK: u8 = 4;
 /// The protocol classes, in the program's order.
 pub const PROTOCOL_CLASSES: [&str; 5] = ["tcp", "udp", "icmp", "icmpv6", "raw"];
 
-/// A trie key and the run of entries it selects.
+/// The protocol kinds a segment has a verdict for, in the program's order.
+pub const SEGMENT_PROTOCOLS: [u8; 3] = [6, 17, 0];
+
+/// A trie key and the run of segments it selects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Prefix<const N: usize> {
     /// Network address bytes (network order).
     pub addr: [u8; N],
     /// Prefix length in bits.
     pub len: u8,
-    /// Index of the run's first entry.
+    /// Index of the run's first segment.
     pub first: u32,
-    /// Entries in the run.
+    /// Segments in the run.
     pub count: u32,
 }
 
-/// One rule as the program matches it.
+/// One port range of one rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Entry {
+struct Entry {
     /// Lowest port.
     pub port_lo: u16,
     /// Highest port.
@@ -53,6 +60,28 @@ pub struct Entry {
     pub action: u8,
     /// Index into [`SocketTables::rules`].
     pub rule: u32,
+}
+
+/// What the rules covering a segment say for one protocol kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Verdict {
+    /// ACTION_* bits of every rule that applies.
+    pub action: u8,
+    /// The Block rule an alert names (the first, by rule order).
+    pub block_rule: u32,
+    /// The Audit rule an alert names (the first, by rule order).
+    pub audit_rule: u32,
+}
+
+/// Ports `port_lo..=port_hi` of a run, where the same rules apply throughout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Segment {
+    /// Lowest port.
+    pub port_lo: u16,
+    /// Highest port.
+    pub port_hi: u16,
+    /// By [`SEGMENT_PROTOCOLS`].
+    pub verdicts: [Verdict; 3],
 }
 
 /// Verdict of one protocol class: ACTION_* bits, and the rule an alert names.
@@ -82,8 +111,8 @@ pub struct SocketTables {
     pub v4: Vec<Prefix<4>>,
     /// IPv6 trie.
     pub v6: Vec<Prefix<16>>,
-    /// Runs of entries.
-    pub entries: Vec<Entry>,
+    /// Runs of segments, each in port order, disjoint.
+    pub segments: Vec<Segment>,
     /// By [`PROTOCOL_CLASSES`].
     pub protocols: [ProtocolVerdict; 5],
     /// Connections only to allowed destinations.
@@ -206,18 +235,21 @@ pub fn compile(rules: &NetworkRules) -> SocketTables {
         }
     }
 
-    // Each network's run: its own entries and those of every network covering it.
+    // Each network's run: its own entries and those of every network covering it, cut
+    // into segments.
     for net in &order {
-        let first = tables.entries.len() as u32;
+        let mut run = Vec::new();
         for len in 0..=net.prefix_len() {
             let Ok(cover) = IpNet::new(net.addr(), len).map(|n| n.trunc()) else {
                 continue;
             };
             if let Some(entries) = by_net.get(&cover) {
-                tables.entries.extend_from_slice(entries);
+                run.extend_from_slice(entries);
             }
         }
-        let count = tables.entries.len() as u32 - first;
+        let first = tables.segments.len() as u32;
+        tables.segments.extend(segments_of(&run));
+        let count = tables.segments.len() as u32 - first;
         match net {
             IpNet::V4(v4) => tables.v4.push(Prefix {
                 addr: v4.network().octets(),
@@ -234,6 +266,91 @@ pub fn compile(rules: &NetworkRules) -> SocketTables {
         }
     }
     tables
+}
+
+/// The port space cut where the entries start and end, with each piece's verdicts;
+/// neighbours with the same verdicts are one segment, and pieces no rule covers are left
+/// out. A sweep over the boundaries keeps
+/// the entries that apply, so this is O(n log n) in the entries.
+fn segments_of(run: &[Entry]) -> Vec<Segment> {
+    use std::collections::BTreeSet;
+    // Entries starting at a port, and entries whose last port is just before it.
+    let mut starts: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    let mut ends: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for (index, entry) in run.iter().enumerate() {
+        starts
+            .entry(u32::from(entry.port_lo))
+            .or_default()
+            .push(index);
+        ends.entry(u32::from(entry.port_hi) + 1)
+            .or_default()
+            .push(index);
+    }
+    let mut boundaries: BTreeSet<u32> = starts.keys().chain(ends.keys()).copied().collect();
+    boundaries.insert(0);
+    boundaries.retain(|&b| b <= u32::from(u16::MAX));
+    // The applying entries per protocol kind and action bit, ordered by rule.
+    let mut active: [[BTreeSet<(u32, usize)>; 3]; 3] = Default::default();
+    let slot = |action: u8| match action {
+        ACTION_ALLOW => 0,
+        ACTION_AUDIT => 1,
+        _ => 2,
+    };
+    let boundaries: Vec<u32> = boundaries.into_iter().collect();
+    let mut segments: Vec<Segment> = Vec::new();
+    for (i, &start) in boundaries.iter().enumerate() {
+        for &index in ends.get(&start).into_iter().flatten() {
+            let entry = &run[index];
+            for (kind, protocol) in SEGMENT_PROTOCOLS.iter().enumerate() {
+                if entry.protocol == 0 || entry.protocol == *protocol {
+                    active[kind][slot(entry.action)].remove(&(entry.rule, index));
+                }
+            }
+        }
+        for &index in starts.get(&start).into_iter().flatten() {
+            let entry = &run[index];
+            for (kind, protocol) in SEGMENT_PROTOCOLS.iter().enumerate() {
+                if entry.protocol == 0 || entry.protocol == *protocol {
+                    active[kind][slot(entry.action)].insert((entry.rule, index));
+                }
+            }
+        }
+        let end = boundaries
+            .get(i + 1)
+            .map_or(u32::from(u16::MAX), |next| next - 1);
+        let mut verdicts = [Verdict::default(); 3];
+        for (kind, verdict) in verdicts.iter_mut().enumerate() {
+            for (bit, set) in [ACTION_ALLOW, ACTION_AUDIT, ACTION_BLOCK]
+                .into_iter()
+                .zip(&active[kind])
+            {
+                if let Some(&(rule, _)) = set.first() {
+                    verdict.action |= bit;
+                    match bit {
+                        ACTION_BLOCK => verdict.block_rule = rule,
+                        ACTION_AUDIT => verdict.audit_rule = rule,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        let (lo, hi) = (start as u16, end as u16);
+        if verdicts.iter().all(|v| v.action == 0) {
+            // No rule here: a port no segment holds has no rule, which keeps runs short.
+            continue;
+        }
+        match segments.last_mut() {
+            Some(last) if last.verdicts == verdicts && u32::from(last.port_hi) + 1 == start => {
+                last.port_hi = hi;
+            }
+            _ => segments.push(Segment {
+                port_lo: lo,
+                port_hi: hi,
+                verdicts,
+            }),
+        }
+    }
+    segments
 }
 
 #[cfg(test)]
@@ -286,13 +403,15 @@ mod tests {
                 .map(|p| (p.first, p.count)),
         };
         let Some((first, count)) = run else { return 0 };
-        tables.entries[first as usize..(first + count) as usize]
+        let run = &tables.segments[first as usize..(first + count) as usize];
+        let Some(segment) = run.iter().find(|s| (s.port_lo..=s.port_hi).contains(&port)) else {
+            return 0;
+        };
+        let kind = SEGMENT_PROTOCOLS
             .iter()
-            .filter(|e| {
-                (e.protocol == 0 || e.protocol == protocol)
-                    && (e.port_lo..=e.port_hi).contains(&port)
-            })
-            .fold(0, |bits, e| bits | e.action)
+            .position(|&p| p == protocol)
+            .unwrap_or(2);
+        segment.verdicts[kind].action
     }
 
     #[test]
@@ -376,8 +495,18 @@ mod tests {
         };
         let tables = compile(&rules);
         assert_eq!(tables.v4.len(), 10_001);
-        // Each /32's run: itself and the /8.
-        assert_eq!(tables.entries.len(), 10_000 * 2 + 1);
+        // Each /32's run: below 443, 443, above 443 (the /8's udp Audit around the /32's
+        // Block); the /8's own run is one segment.
+        assert_eq!(tables.segments.len(), 10_000 * 3 + 1);
+        let lone = compile(&NetworkRules {
+            addresses: vec![address("10.0.0.1/32", &[(443, 443)], None, Action::Block)],
+            ..NetworkRules::default()
+        });
+        assert_eq!(
+            lone.segments.len(),
+            1,
+            "ports no rule covers take no segment"
+        );
         assert_eq!(verdict(&tables, "10.0.39.15", 443, 6), ACTION_BLOCK);
         assert_eq!(verdict(&tables, "10.0.39.15", 53, 17), ACTION_AUDIT);
     }
@@ -420,5 +549,81 @@ mod tests {
             "icmp covers icmpv6"
         );
         assert_eq!(tables.protocols[4].action, 0);
+    }
+
+    /// Segments give what a scan of every rule would: random rule sets, every port of
+    /// interest, three protocols.
+    #[test]
+    fn segments_agree_with_a_scan_of_the_rules() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |below: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % below
+        };
+        for _ in 0..200 {
+            let mut entries = Vec::new();
+            for rule in 0..next(12) as u32 {
+                let lo = (next(65) * 1000) as u16;
+                let hi = lo.saturating_add(next(3000) as u16);
+                entries.push(Entry {
+                    port_lo: lo,
+                    port_hi: hi,
+                    protocol: [0, 6, 17][next(3) as usize],
+                    action: [ACTION_ALLOW, ACTION_AUDIT, ACTION_BLOCK][next(3) as usize],
+                    rule,
+                });
+            }
+            let segments = segments_of(&entries);
+            for pair in segments.windows(2) {
+                assert!(pair[0].port_hi < pair[1].port_lo, "sorted and disjoint");
+            }
+            assert!(segments
+                .iter()
+                .all(|s| s.port_lo <= s.port_hi && s.verdicts.iter().any(|v| v.action != 0)));
+            let mut ports: Vec<u16> = entries
+                .iter()
+                .flat_map(|e| {
+                    [
+                        e.port_lo,
+                        e.port_hi,
+                        e.port_lo.saturating_sub(1),
+                        e.port_hi.saturating_add(1),
+                    ]
+                })
+                .collect();
+            ports.extend([0, 1, u16::MAX]);
+            for port in ports {
+                for (kind, protocol) in SEGMENT_PROTOCOLS.iter().enumerate() {
+                    let applying: Vec<&Entry> = entries
+                        .iter()
+                        .filter(|e| {
+                            (e.protocol == 0 || e.protocol == *protocol)
+                                && (e.port_lo..=e.port_hi).contains(&port)
+                        })
+                        .collect();
+                    let expected = applying.iter().fold(0, |bits, e| bits | e.action);
+                    let first = |bit| {
+                        applying
+                            .iter()
+                            .filter(|e| e.action == bit)
+                            .map(|e| e.rule)
+                            .min()
+                    };
+                    let verdict = segments
+                        .iter()
+                        .find(|s| (s.port_lo..=s.port_hi).contains(&port))
+                        .map_or(Verdict::default(), |s| s.verdicts[kind]);
+                    assert_eq!(verdict.action, expected, "port {port} protocol {protocol}");
+                    if let Some(rule) = first(ACTION_BLOCK) {
+                        assert_eq!(verdict.block_rule, rule);
+                    }
+                    if let Some(rule) = first(ACTION_AUDIT) {
+                        assert_eq!(verdict.audit_rule, rule);
+                    }
+                }
+            }
+        }
     }
 }

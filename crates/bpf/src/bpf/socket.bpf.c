@@ -9,8 +9,11 @@
 //
 // The tables are filled by user space before attachment (crates/bpf/src/lib.rs) and
 // compiled from the policies by moat-policy (sockrules.rs):
-//   v4_prefixes / v6_prefixes: longest-prefix match -> a run of `entries`
-//   entries: every rule whose prefix covers that prefix (so the longest match is enough)
+//   v4_prefixes / v6_prefixes: longest-prefix match -> a run of `segments`
+//   segments: the ports of that prefix where its rules (and those of every prefix
+//             covering it) apply, cut where they start and end, each with the merged
+//             verdict per protocol kind, so a binary search finds a destination's
+//             verdict (a port no segment holds has no rule)
 //   protocols: one verdict per protocol class
 //   settings: allow-list modes
 
@@ -62,14 +65,26 @@ struct span {
 	__u32 count;
 };
 
-struct entry {
+// Protocol kinds of a segment's verdicts.
+#define KIND_TCP 0
+#define KIND_UDP 1
+#define KIND_OTHER 2
+
+struct verdict {
+	__u8 action; // ACTION_* bits of every rule that applies
+	__u8 pad[3];
+	__u32 block_rule;
+	__u32 audit_rule;
+};
+
+struct segment {
 	__u16 port_lo;
 	__u16 port_hi;
-	__u8 protocol; // 0: any
-	__u8 action;
-	__u16 pad;
-	__u32 rule;
+	struct verdict verdicts[3];
 };
+
+// Segments in a run: at most 65,536 ports, so 17 halvings find any of them.
+#define SEARCH_STEPS 17
 
 struct protocol_verdict {
 	__u32 action;
@@ -126,9 +141,9 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
-	__type(value, struct entry);
+	__type(value, struct segment);
 	__uint(max_entries, 1);
-} entries SEC(".maps");
+} segments SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -207,32 +222,51 @@ static __always_inline void report(__u8 op, int denied, __u32 rule, __u8 family,
 	bpf_ringbuf_submit(e, 0);
 }
 
-struct scan {
+struct search {
 	__u32 first;
+	__u32 lo;
+	__u32 hi;
 	__u16 port;
-	__u8 protocol;
-	__u8 verdict;
-	__u32 block_rule;
-	__u32 audit_rule;
+	__u32 found; // index + 1, 0 while not found
 };
 
-static long scan_entry(__u64 index, void *data)
+// One halving of a binary search for the segment holding `port`. A callback of bpf_loop
+// is verified once, where an open-coded loop would be verified step by step.
+static long search_step(__u64 index, void *data)
 {
-	struct scan *scan = data;
-	__u32 key = scan->first + (__u32)index;
-	struct entry *entry = bpf_map_lookup_elem(&entries, &key);
-	if (!entry)
+	struct search *search = data;
+	if (search->lo >= search->hi)
 		return 1;
-	if (entry->protocol && entry->protocol != scan->protocol)
-		return 0;
-	if (scan->port < entry->port_lo || scan->port > entry->port_hi)
-		return 0;
-	if ((entry->action & ACTION_BLOCK) && !(scan->verdict & ACTION_BLOCK))
-		scan->block_rule = entry->rule;
-	if ((entry->action & ACTION_AUDIT) && !(scan->verdict & ACTION_AUDIT))
-		scan->audit_rule = entry->rule;
-	scan->verdict |= entry->action;
+	__u32 mid = search->lo + (search->hi - search->lo) / 2;
+	__u32 key = search->first + mid;
+	struct segment *segment = bpf_map_lookup_elem(&segments, &key);
+	if (!segment)
+		return 1;
+	if (search->port < segment->port_lo) {
+		search->hi = mid;
+	} else if (search->port > segment->port_hi) {
+		search->lo = mid + 1;
+	} else {
+		search->found = key + 1;
+		return 1;
+	}
 	return 0;
+}
+
+// The segment of a run that holds `port`, or NULL (no rule names the port).
+static __always_inline struct segment *find_segment(struct span *span, __u16 port)
+{
+	struct search search = {
+		.first = span->first,
+		.lo = 0,
+		.hi = span->count,
+		.port = port,
+	};
+	bpf_loop(SEARCH_STEPS, search_step, &search, 0);
+	if (!search.found)
+		return NULL;
+	__u32 key = search.found - 1;
+	return bpf_map_lookup_elem(&segments, &key);
 }
 
 // 1 lets the operation through, 0 refuses it (EPERM).
@@ -243,33 +277,31 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, __u8 op, struct spa
 	if (!s)
 		return 0;
 	__u16 port = bpf_ntohs((__u16)ctx->user_port);
-	struct scan scan = {
-		.port = port,
-		.protocol = (__u8)ctx->protocol,
-		.block_rule = RULE_POSTURE,
-		.audit_rule = RULE_POSTURE,
-	};
+	__u8 protocol = (__u8)ctx->protocol;
 	__u8 family = (__u8)ctx->user_family;
 	__u8 type = (__u8)ctx->type;
-	if (span) {
-		scan.first = span->first;
-		// A run the kernel refuses to walk (over 2^23 entries) must not mean "no rule".
-		if (bpf_loop(span->count, scan_entry, &scan, 0) < 0) {
-			report(op, 1, RULE_POSTURE, family, type, scan.protocol, port, addr, addr_len);
-			return 0;
-		}
+	struct verdict none = {};
+	struct verdict *v = &none;
+	struct segment *segment = span ? find_segment(span, port) : NULL;
+	if (segment) {
+		if (protocol == IPPROTO_TCP)
+			v = &segment->verdicts[KIND_TCP];
+		else if (protocol == IPPROTO_UDP)
+			v = &segment->verdicts[KIND_UDP];
+		else
+			v = &segment->verdicts[KIND_OTHER];
 	}
-	if (scan.verdict & ACTION_BLOCK) {
-		report(op, 1, scan.block_rule, family, type, scan.protocol, port, addr, addr_len);
+	if (v->action & ACTION_BLOCK) {
+		report(op, 1, v->block_rule, family, type, protocol, port, addr, addr_len);
 		return 0;
 	}
-	if (s->address_allow_list && !(scan.verdict & ACTION_ALLOW)) {
+	if (s->address_allow_list && !(v->action & ACTION_ALLOW)) {
 		int deny = !s->posture_audit;
-		report(op, deny, RULE_POSTURE, family, type, scan.protocol, port, addr, addr_len);
+		report(op, deny, RULE_POSTURE, family, type, protocol, port, addr, addr_len);
 		return !deny;
 	}
-	if (scan.verdict & ACTION_AUDIT)
-		report(op, 0, scan.audit_rule, family, type, scan.protocol, port, addr, addr_len);
+	if (v->action & ACTION_AUDIT)
+		report(op, 0, v->audit_rule, family, type, protocol, port, addr, addr_len);
 	return 1;
 }
 
