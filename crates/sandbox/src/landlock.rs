@@ -274,7 +274,7 @@ fn rules(plan: &LandlockPlan, r: &Rights) -> Vec<(PathBuf, BitFlags<AccessFs>)> 
         }
     }
     let index = DenyIndex::new(&denies);
-    let listing = Listing::new();
+    let listing = Listing::default();
     let mut out = Vec::new();
     for (path, access) in grants {
         let Ok(root) = std::fs::canonicalize(&path) else {
@@ -401,23 +401,29 @@ impl Entry {
 }
 
 /// Where a directory listing can stand in for a stat of each entry.
+#[derive(Default)]
 struct Listing {
-    /// Mount points of the sandbox: a listing shows the inode mounted over, not the one
-    /// mounted (a file bind-mounted onto a placeholder).
-    mount_points: HashSet<PathBuf>,
+    /// Mount points of the sandbox, read when first needed (only carving lists
+    /// directories): a listing shows the inode mounted over, not the one mounted (a file
+    /// bind-mounted onto a placeholder). None if they cannot be read.
+    mount_points: std::cell::OnceCell<Option<HashSet<PathBuf>>>,
 }
 
 impl Listing {
-    /// Reads the mount points of the calling process's mount namespace.
-    fn new() -> Listing {
-        let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        Listing {
-            mount_points: text
-                .lines()
-                .filter_map(|line| line.split(' ').nth(4))
-                .map(|field| PathBuf::from(unescape_mountinfo(field)))
-                .collect(),
-        }
+    /// Whether `path` may be a mount point: true when the mount points are unknown.
+    fn may_be_mount_point(&self, path: &Path) -> bool {
+        self.mount_points
+            .get_or_init(|| {
+                let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+                Some(
+                    text.lines()
+                        .filter_map(|line| line.split(' ').nth(4))
+                        .map(|field| PathBuf::from(unescape_mountinfo(field)))
+                        .collect(),
+                )
+            })
+            .as_ref()
+            .is_none_or(|points| points.contains(path))
     }
 
     /// Whether `d_ino` and the directory's device are each entry's real identity on the
@@ -503,7 +509,7 @@ fn carve_entry(
             let child_path = child.path();
             let listed = match child.file_type() {
                 Ok(kind)
-                    if trusted && !kind.is_dir() && !listing.mount_points.contains(&child_path) =>
+                    if trusted && !kind.is_dir() && !listing.may_be_mount_point(&child_path) =>
                 {
                     Some(Entry {
                         is_dir: false,
