@@ -69,9 +69,6 @@ fn read(
     stop: &AtomicBool,
 ) -> AlertsReport {
     let mut report = AlertsReport::default();
-    let host_name = nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_default();
     let mut processes = ProcessCache::default();
     let mut written = 0u64;
     let mut write_error: Option<io::Error> = None;
@@ -81,7 +78,7 @@ fn read(
         builder
             .add(&events, |data: &[u8]| {
                 if let Some(event) = Event::parse(data) {
-                    let alert = event.alert(rules, context, &host_name, &mut processes);
+                    let alert = event.alert(rules, context, &mut processes);
                     match writer.write(&alert) {
                         Ok(()) => written += 1,
                         Err(err) => write_error = Some(err),
@@ -107,16 +104,12 @@ fn read(
     }
     report.lost = filter.lost();
     if report.lost > 0 {
-        let _ = writer.write(&Alert::missing(
-context,
-&host_name,
-"Network",
-format!(
-                "alerts may be missing: the socket programs' ring buffer had no room for {} event(s)",
-                report.lost
-            ),
-format!("events_lost={}", report.lost),
-));
+        let message = format!(
+            "alerts may be missing: the socket programs' ring buffer had no room for {} event(s)",
+            report.lost
+        );
+        let data = format!("events_lost={}", report.lost);
+        let _ = writer.write(&Alert::missing(context, "Network", message, data));
     }
     if let Err(err) = writer.flush() {
         report.error = Some(format!("cannot write alerts: {err}"));
@@ -204,7 +197,6 @@ impl Event {
         &self,
         rules: &[RuleInfo],
         context: &AlertContext,
-        host_name: &str,
         processes: &mut ProcessCache,
     ) -> Alert {
         let rule = (self.rule != RULE_POSTURE)
@@ -283,7 +275,7 @@ impl Event {
             } else {
                 "Passed".into()
             },
-            ..Alert::about(context, host_name)
+            ..Alert::about(context)
         }
     }
 }

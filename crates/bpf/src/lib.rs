@@ -15,7 +15,7 @@ pub mod alerts;
 use std::path::Path;
 
 use libbpf_rs::{MapCore, MapFlags, Object, ObjectBuilder};
-use moat_policy::sockrules::SocketTables;
+use moat_policy::sockrules::{Prefix, SocketTables};
 use thiserror::Error;
 
 static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/socket.bpf.o"));
@@ -100,7 +100,7 @@ impl SocketFilter {
     }
 
     /// Writes `count` keys and values (laid end to end) into map `name`: in one batch
-    /// where the map type has batch updates (arrays), else one by one (tries).
+    /// where the kernel takes batch updates for the map's type, else one by one.
     fn fill_map(
         &self,
         name: &'static str,
@@ -139,24 +139,11 @@ impl SocketFilter {
     }
 
     fn fill(&self, tables: &SocketTables) -> Result<(), BpfError> {
-        let mut keys = Vec::new();
-        let mut values = Vec::new();
-        for prefix in &tables.v4 {
-            keys.extend_from_slice(&u32::from(prefix.len).to_ne_bytes());
-            keys.extend_from_slice(&prefix.addr);
-            values.extend_from_slice(&span(prefix.first, prefix.count));
-        }
+        let (keys, values) = trie_rows(&tables.v4);
         self.fill_map("v4_prefixes", &keys, &values, tables.v4.len())?;
-        keys.clear();
-        values.clear();
-        for prefix in &tables.v6 {
-            keys.extend_from_slice(&u32::from(prefix.len).to_ne_bytes());
-            keys.extend_from_slice(&prefix.addr);
-            values.extend_from_slice(&span(prefix.first, prefix.count));
-        }
+        let (keys, values) = trie_rows(&tables.v6);
         self.fill_map("v6_prefixes", &keys, &values, tables.v6.len())?;
-        keys.clear();
-        values.clear();
+        let (mut keys, mut values) = (Vec::new(), Vec::new());
         for (index, segment) in tables.segments.iter().enumerate() {
             // `struct segment` of socket.bpf.c.
             keys.extend_from_slice(&(index as u32).to_ne_bytes());
@@ -244,11 +231,18 @@ fn pid_namespace(pid: u32) -> std::io::Result<(u64, u64)> {
     Ok(((u64::from(major) << 20) | u64::from(minor), ns.ino()))
 }
 
-fn span(first: u32, count: u32) -> Vec<u8> {
-    let mut value = Vec::with_capacity(8);
-    value.extend_from_slice(&first.to_ne_bytes());
-    value.extend_from_slice(&count.to_ne_bytes());
-    value
+/// The keys (`struct prefix_v4`/`prefix_v6`: prefix length, address) and values
+/// (`struct span`) of a trie, laid end to end.
+fn trie_rows<const N: usize>(prefixes: &[Prefix<N>]) -> (Vec<u8>, Vec<u8>) {
+    let mut keys = Vec::with_capacity(prefixes.len() * (4 + N));
+    let mut values = Vec::with_capacity(prefixes.len() * 8);
+    for prefix in prefixes {
+        keys.extend_from_slice(&u32::from(prefix.len).to_ne_bytes());
+        keys.extend_from_slice(&prefix.addr);
+        values.extend_from_slice(&prefix.first.to_ne_bytes());
+        values.extend_from_slice(&prefix.count.to_ne_bytes());
+    }
+    (keys, values)
 }
 
 /// Whether this kernel loads the socket programs (for `moat doctor`): loads them with

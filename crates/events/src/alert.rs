@@ -77,12 +77,12 @@ pub struct Alert {
 
 impl Alert {
     /// An alert about the sandbox of `context`, stamped now: the fields all alerts share.
-    pub fn about(context: &AlertContext, host_name: &str) -> Alert {
+    pub fn about(context: &AlertContext) -> Alert {
         let now = chrono::Utc::now();
         Alert {
             timestamp: now.timestamp(),
             updated_time: now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            host_name: host_name.to_string(),
+            host_name: context.host_name.clone(),
             pod_name: context.id.clone(),
             labels: context.labels_text(),
             container_id: context.id.clone(),
@@ -94,7 +94,6 @@ impl Alert {
     /// The `SystemEvent` that says alerts of `operation` may be missing, and why.
     pub fn missing(
         context: &AlertContext,
-        host_name: &str,
         operation: &str,
         message: String,
         data: String,
@@ -106,7 +105,7 @@ impl Alert {
             data,
             enforcer: "moat".into(),
             result: "Passed".into(),
-            ..Alert::about(context, host_name)
+            ..Alert::about(context)
         }
     }
 }
@@ -129,6 +128,8 @@ pub struct RuleMatch {
 pub struct AlertContext {
     /// Sandbox id.
     pub id: String,
+    /// The host's name (`HostName`).
+    pub host_name: String,
     /// Its host name.
     pub hostname: String,
     /// Its labels.

@@ -202,9 +202,6 @@ fn read(
     mut report: AuditReport,
     stop: &AtomicBool,
 ) -> AuditReport {
-    let host_name = nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_default();
     let mut processes = ProcessCache::default();
     loop {
         // Once asked to stop, one last read empties the queue: the sandbox is gone.
@@ -226,7 +223,7 @@ fn read(
                 Err(Errno::EINTR) => continue,
                 Err(err) => {
                     report.error = Some(format!("reading file events: {err}"));
-                    return finish(report, writer, context, &host_name);
+                    return finish(report, writer, context);
                 }
             };
             for event in events {
@@ -263,14 +260,7 @@ fn read(
                     // The process runs another program from now on.
                     processes.forget(i64::from(pid));
                 }
-                let alert = audit_alert(
-                    context,
-                    &host_name,
-                    watch,
-                    &path,
-                    event.pid(),
-                    (&process, &parent),
-                );
+                let alert = audit_alert(context, watch, &path, event.pid(), (&process, &parent));
                 match writer.write(&alert) {
                     Ok(()) => report.alerts += 1,
                     Err(err) => report.error = Some(format!("cannot write alerts: {err}")),
@@ -281,19 +271,13 @@ fn read(
             break;
         }
     }
-    finish(report, writer, context, &host_name)
+    finish(report, writer, context)
 }
 
-fn finish(
-    mut report: AuditReport,
-    mut writer: AlertWriter,
-    context: &AlertContext,
-    host_name: &str,
-) -> AuditReport {
+fn finish(mut report: AuditReport, mut writer: AlertWriter, context: &AlertContext) -> AuditReport {
     if report.overflows > 0 {
         let _ = writer.write(&Alert::missing(
             context,
-            host_name,
             "File",
             format!(
                 "Audit alerts may be missing: the kernel's file event queue overflowed {} time(s)",
@@ -337,7 +321,6 @@ fn matching<'a>(
 
 fn audit_alert(
     context: &AlertContext,
-    host_name: &str,
     watch: &AuditWatch,
     path: &str,
     host_pid: i32,
@@ -380,7 +363,7 @@ fn audit_alert(
         enforcer: "fanotify".into(),
         action: "Audit".into(),
         result: "Passed".into(),
-        ..Alert::about(context, host_name)
+        ..Alert::about(context)
     }
 }
 

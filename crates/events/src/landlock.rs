@@ -99,9 +99,6 @@ fn read(
     let mut buffer = vec![0u8; 1 << 16];
     let mut pids = PidCache::default();
     let mut serials = SerialTracker::default();
-    let host_name = nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_default();
     // Once asked to stop: a marker written into the audit stream, and the time to give up
     // waiting for it. The stream is in order, so when the marker comes back every record
     // of the run has come (or is counted as missed).
@@ -158,8 +155,7 @@ fn read(
                     // A seccomp record stands alone (the filter runs before the syscall
                     // is audited, so no end-of-event record follows it).
                     if record.kind == SECCOMP {
-                        match seccomp_alert(&record, &context, pid_namespace, &host_name, &mut pids)
-                        {
+                        match seccomp_alert(&record, &context, pid_namespace, &mut pids) {
                             Refusal::Ours(alert) => match writer.write(&alert) {
                                 Ok(()) => report.alerts += 1,
                                 Err(err) => {
@@ -175,14 +171,9 @@ fn read(
                     events.entry(serial).or_default().push(record);
                     if end {
                         if let Some(event) = events.remove(&serial) {
-                            for alert in alerts_of(
-                                &event,
-                                &context,
-                                &mut domains,
-                                init_pid,
-                                &host_name,
-                                &mut pids,
-                            ) {
+                            for alert in
+                                alerts_of(&event, &context, &mut domains, init_pid, &mut pids)
+                            {
                                 match writer.write(&alert) {
                                     Ok(()) => report.alerts += 1,
                                     Err(err) => {
@@ -223,7 +214,7 @@ fn read(
             "events_missed={} kernel_lost={} socket_overflows={} unattributed={}",
             report.events_missed, report.kernel_lost, report.socket_overflows, report.unattributed
         );
-        let alert = Alert::missing(&context, &host_name, "Syscall", message, data);
+        let alert = Alert::missing(&context, "Syscall", message, data);
         let _ = writer.write(&alert);
     }
     if let Err(err) = writer.flush() {
@@ -354,7 +345,6 @@ fn seccomp_alert(
     record: &Record,
     context: &AlertContext,
     pid_namespace: Option<(u64, u64)>,
-    host_name: &str,
     pids: &mut PidCache,
 ) -> Refusal {
     let f = fields(&record.text);
@@ -398,7 +388,7 @@ fn seccomp_alert(
         enforcer: "seccomp".into(),
         action: "Block".into(),
         result: context.seccomp_result.clone(),
-        ..Alert::about(context, host_name)
+        ..Alert::about(context)
     }))
 }
 
@@ -431,7 +421,6 @@ fn alerts_of(
     context: &AlertContext,
     domains: &mut HashSet<String>,
     init_pid: i32,
-    host_name: &str,
     pids: &mut PidCache,
 ) -> Vec<Alert> {
     for record in event.iter().filter(|r| r.kind == LANDLOCK_DOMAIN) {
@@ -476,7 +465,7 @@ fn alerts_of(
             namespace_name: String::new(),
             timestamp: seconds,
             updated_time: updated.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            host_name: host_name.to_string(),
+            host_name: context.host_name.clone(),
             pod_name: context.id.clone(),
             labels: context.labels_text(),
             container_id: context.id.clone(),
@@ -541,6 +530,7 @@ mod tests {
         ];
         let context = AlertContext {
             id: "s1".into(),
+            host_name: "host".into(),
             host_id_base: 1_000_000,
             rules: vec![(
                 "/usr/bin/apt".into(),
@@ -554,14 +544,7 @@ mod tests {
             ..AlertContext::default()
         };
         let mut domains = HashSet::new();
-        let alerts = alerts_of(
-            &event,
-            &context,
-            &mut domains,
-            42,
-            "host",
-            &mut PidCache::default(),
-        );
+        let alerts = alerts_of(&event, &context, &mut domains, 42, &mut PidCache::default());
         assert_eq!(alerts.len(), 1);
         let alert = &alerts[0];
         assert_eq!(
@@ -600,7 +583,6 @@ mod tests {
             &context,
             &mut HashSet::new(),
             99,
-            "host",
             &mut PidCache::default()
         )
         .is_empty());

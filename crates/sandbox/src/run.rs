@@ -217,9 +217,6 @@ fn write_oom_alert(
     lease: &IdLease,
     kills: u64,
 ) -> std::io::Result<()> {
-    let host_name = nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_default();
     let context = alert_context(plan, lease);
     let limit = plan.resources.memory_bytes >> 20;
     let alert = moat_events::Alert {
@@ -240,7 +237,7 @@ fn write_oom_alert(
         enforcer: "cgroup".into(),
         action: "Block".into(),
         result: "Killed".into(),
-        ..moat_events::Alert::about(&context, &host_name)
+        ..moat_events::Alert::about(&context)
     };
     let mut writer = moat_events::AlertWriter::open(path)?;
     writer.write(&alert)?;
@@ -299,6 +296,9 @@ fn alert_context(plan: &Plan, lease: &IdLease) -> moat_events::AlertContext {
     }
     moat_events::AlertContext {
         id: plan.id.clone(),
+        host_name: nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         hostname: plan.hostname.clone(),
         labels: plan.labels.clone(),
         host_id_base: lease.host_base,
@@ -458,25 +458,26 @@ impl Sandbox {
             Some(path) => Some(moat_events::AlertWriter::open(path).map_err(SandboxError::Alerts)?),
             None => None,
         };
+        // What alerts say of the sandbox, worked out once for every reader.
+        let alerting = writer.map(|writer| (writer, alert_context(plan, &self.lease)));
         if let Some((tables, programs)) = socket_rules {
             // Attached before the workload starts: its first socket is already covered.
             let cgroup = crate::cgroup::socket_cgroup(cgroups, &self.id, init.as_raw())
                 .map_err(SandboxError::SocketCgroup)?;
             programs.attach(&cgroup, u32::try_from(init.as_raw()).ok())?;
-            if let Some(writer) = &writer {
-                let context = alert_context(plan, &self.lease);
+            if let Some((writer, context)) = &alerting {
                 self.socket_reader = Some(
-                    moat_bpf::alerts::spawn(programs, &tables, context, writer.clone())
+                    moat_bpf::alerts::spawn(programs, &tables, context.clone(), writer.clone())
                         .map_err(SandboxError::Alerts)?,
                 );
             }
         }
         let watches = audit_watches(plan);
-        if let (Some(writer), false) = (&writer, watches.is_empty()) {
+        if let (Some((writer, context)), false) = (&alerting, watches.is_empty()) {
             // Marked through the init's root before the workload exists.
             self.audit_watcher = Some(
                 moat_events::fanotify::spawn_audit(
-                    alert_context(plan, &self.lease),
+                    context.clone(),
                     writer.clone(),
                     init.as_raw(),
                     watches,
@@ -484,8 +485,7 @@ impl Sandbox {
                 .map_err(SandboxError::Alerts)?,
             );
         }
-        if let Some(writer) = writer {
-            let context = alert_context(plan, &self.lease);
+        if let Some((writer, context)) = alerting {
             self.reader = Some(
                 moat_events::spawn_reader(context, writer, init.as_raw())
                     .map_err(SandboxError::Alerts)?,
