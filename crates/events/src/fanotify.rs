@@ -110,12 +110,11 @@ pub fn spawn_audit(
     )
     .map_err(|e| io::Error::other(format!("fanotify (Linux 5.1+, CAP_SYS_ADMIN): {e}")))?;
     let root = PathBuf::from(format!("/proc/{init_pid}/root"));
-    let mountinfo = format!("/proc/{init_pid}/mountinfo");
+    let mounts = crate::mountinfo::read(&format!("/proc/{init_pid}/mountinfo"))?;
     // The sandbox's mount points, as paths under `root`.
-    let mount_points: HashSet<PathBuf> = std::fs::read_to_string(&mountinfo)?
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(|point| root.join(point.trim_start_matches('/')))
+    let mount_points: HashSet<PathBuf> = mounts
+        .iter()
+        .map(|mount| root.join(mount.point.strip_prefix("/").unwrap_or(&mount.point)))
         .collect();
     let mut report = AuditReport::default();
     let mut watched = Vec::new();
@@ -179,8 +178,8 @@ pub fn spawn_audit(
         });
     }
     let sandbox = Sandbox {
-        mounts: mount_ids(&mountinfo)?,
-        pid_namespace: namespace_of(&format!("/proc/{init_pid}/ns/pid")),
+        mounts: mounts.iter().map(|mount| mount.id).collect(),
+        pid_namespace: crate::process::namespace_of(&format!("/proc/{init_pid}/ns/pid")),
     };
     // Held until the last event is read: an event's file names its path through its
     // mount, and once the sandbox's mount namespace is gone its mounts are detached and
@@ -238,7 +237,7 @@ fn read(
                     continue;
                 }
                 let pid = event.pid();
-                let acting_namespace = namespace_of(&format!("/proc/{pid}/ns/pid"));
+                let acting_namespace = crate::process::namespace_of(&format!("/proc/{pid}/ns/pid"));
                 if acting_namespace.is_some() && acting_namespace != sandbox.pid_namespace {
                     // A process outside, through /proc/PID/root.
                     continue;
@@ -374,21 +373,6 @@ fn mount_of(fd: i32) -> Option<u64> {
         .lines()
         .find_map(|l| l.strip_prefix("mnt_id:"))
         .and_then(|v| v.trim().parse().ok())
-}
-
-/// Device and inode of a namespace file, which identify the namespace.
-fn namespace_of(path: &str) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
-}
-
-/// Ids of the mounts listed in a mountinfo file.
-fn mount_ids(mountinfo: &str) -> io::Result<HashSet<u64>> {
-    let text = std::fs::read_to_string(mountinfo)?;
-    Ok(text
-        .lines()
-        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
-        .collect())
 }
 
 /// `path` (absolute, in the sandbox) with every symbolic link resolved as the sandbox

@@ -72,7 +72,7 @@ pub fn spawn_reader(
         audit::enable(before.backlog_limit.max(BACKLOG))?;
     }
     let socket = audit::subscribe()?;
-    let pid_namespace = namespace_of(&format!("/proc/{init_pid}/ns/pid"));
+    let pid_namespace = crate::process::namespace_of(&format!("/proc/{init_pid}/ns/pid"));
     ReaderHandle::spawn("moat-alerts", move |stop| {
         read(
             socket,
@@ -353,7 +353,7 @@ fn seccomp_alert(
         return Refusal::NotOurs;
     }
     let host_pid = self::number(&f, "pid");
-    match namespace_of(&format!("/proc/{host_pid}/ns/pid")) {
+    match crate::process::namespace_of(&format!("/proc/{host_pid}/ns/pid")) {
         Some(acting) if Some(acting) != pid_namespace => return Refusal::NotOurs,
         None if context.ids_shared => return Refusal::Unattributed,
         _ => {}
@@ -390,12 +390,6 @@ fn seccomp_alert(
         result: context.seccomp_result.clone(),
         ..Alert::about(context)
     }))
-}
-
-/// Device and inode of a namespace file, which identify the namespace.
-fn namespace_of(path: &str) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 fn number(fields: &BTreeMap<String, String>, key: &str) -> i64 {

@@ -16,6 +16,7 @@ pub mod alert;
 pub mod audit;
 pub mod fanotify;
 pub mod landlock;
+pub mod mountinfo;
 pub mod process;
 pub mod reader;
 

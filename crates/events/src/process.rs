@@ -92,3 +92,10 @@ fn lookup(host_pid: i64, comm: &str) -> Process {
         exe,
     }
 }
+
+/// Device and inode of a namespace file (`/proc/PID/ns/pid`), which identify the
+/// namespace; None once the process is gone.
+pub fn namespace_of(path: &str) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}

@@ -414,13 +414,8 @@ impl Listing {
     fn may_be_mount_point(&self, path: &Path) -> bool {
         self.mount_points
             .get_or_init(|| {
-                let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-                Some(
-                    text.lines()
-                        .filter_map(|line| line.split(' ').nth(4))
-                        .map(|field| PathBuf::from(unescape_mountinfo(field)))
-                        .collect(),
-                )
+                let mounts = moat_events::mountinfo::read("/proc/self/mountinfo").ok()?;
+                Some(mounts.into_iter().map(|mount| mount.point).collect())
             })
             .as_ref()
             .is_none_or(|points| points.contains(path))
@@ -444,26 +439,6 @@ impl Listing {
             .contains(&fs.filesystem_type())
         })
     }
-}
-
-/// A mountinfo path field with its octal escapes (`\040` for a space) undone.
-fn unescape_mountinfo(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
-            let digits = std::str::from_utf8(&bytes[i + 1..i + 4]).unwrap_or("");
-            if let Ok(value) = u8::from_str_radix(digits, 8) {
-                out.push(value);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Grants `access` on `path`, except what the denies take away: a covered path gets only
@@ -538,18 +513,4 @@ fn scopes(plan: &LandlockPlan, abi: ABI) -> BitFlags<Scope> {
         wanted |= Scope::AbstractUnixSocket;
     }
     wanted & available
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mountinfo_escapes_are_undone() {
-        assert_eq!(unescape_mountinfo("/a\\040b"), "/a b");
-        assert_eq!(unescape_mountinfo("/x\\134y"), "/x\\y");
-        assert_eq!(unescape_mountinfo("/plain"), "/plain");
-        assert_eq!(unescape_mountinfo("/tail\\04"), "/tail\\04");
-        assert_eq!(unescape_mountinfo("/é\\"), "/é\\");
-    }
 }
