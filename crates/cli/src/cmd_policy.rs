@@ -230,10 +230,10 @@ fn describe_network(rules: &NetworkRules, out: &mut Vec<String>) {
             rule.action,
             rule.protocol,
             rule.label.policy,
-            if rule.protocol == "raw" || rule.protocol == "all" {
-                " (raw sockets are refused earlier, by seccomp, without an alert)"
-            } else {
-                ""
+            match rule.protocol.as_str() {
+                "raw" | "all" => " (raw sockets are refused earlier, by seccomp, without an alert)",
+                "sctp" => " (sctp sockets are refused earlier, by seccomp, without an alert)",
+                _ => "",
             }
         ));
     }
