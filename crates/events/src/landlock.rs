@@ -228,7 +228,11 @@ fn nonce() -> String {
     use std::io::Read;
     let mut bytes = [0u8; 16];
     let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    bytes.iter().fold(String::with_capacity(32), |mut hex, b| {
+        use std::fmt::Write;
+        let _ = write!(hex, "{b:02x}");
+        hex
+    })
 }
 
 /// Audit serial numbers seen, to count the events that never arrived.
@@ -314,7 +318,10 @@ pub fn fields(text: &str) -> BTreeMap<String, String> {
 }
 
 fn decode_hex(text: &str) -> Option<String> {
-    if text.len() % 2 != 0 || text.is_empty() || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !text.len().is_multiple_of(2)
+        || text.is_empty()
+        || !text.bytes().all(|b| b.is_ascii_hexdigit())
+    {
         return None;
     }
     let bytes: Option<Vec<u8>> = (0..text.len())

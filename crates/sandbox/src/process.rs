@@ -35,7 +35,13 @@ pub fn new_sandbox_id() -> String {
             .map_or(0, |d| d.as_nanos());
         bytes = (nanos as u64 ^ u64::from(std::process::id())).to_le_bytes();
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    bytes
+        .iter()
+        .fold(String::with_capacity(2 * bytes.len()), |mut hex, b| {
+            use std::fmt::Write;
+            let _ = write!(hex, "{b:02x}");
+            hex
+        })
 }
 
 #[cfg(test)]

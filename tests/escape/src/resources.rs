@@ -341,7 +341,7 @@ fn disk() -> Outcome {
             stop = format!("time bound {}s", BOUND.as_secs());
             break;
         }
-        if written % (256 * MIB) == 0 && free_bytes(&dir).is_some_and(|f| f < RESERVE) {
+        if written.is_multiple_of(256 * MIB) && free_bytes(&dir).is_some_and(|f| f < RESERVE) {
             stop = "filesystem nearly full (512 MiB safety reserve)".to_string();
             break;
         }
@@ -404,7 +404,7 @@ fn inodes() -> Outcome {
     let mut created: u64 = 0;
     let mut stop = format!("all {MAX} created");
     while created < MAX {
-        if created % 1024 == 0 && start.elapsed() > BOUND {
+        if created.is_multiple_of(1024) && start.elapsed() > BOUND {
             stop = format!("time bound {}s", BOUND.as_secs());
             break;
         }
