@@ -9,7 +9,7 @@
 #   B  N file Block rules on real files under /usr/share (moat carves /usr/share into
 #      one Landlock rule per sibling entry)
 #   C  N network Block rules on distinct /32s in 10.0.0.0/8 (10.x.y.z/32, port 443): the
-#      probe's connect to 127.0.0.1 misses in the longest-prefix-match trie
+#      probe's connect to 127.0.0.1 falls in no address range
 #   D  N network Block rules on 127.0.0.0/8, each on its own port (20000+I), none the
 #      probe's: every connect to 127.0.0.1 searches the N port segments of one network
 #      and matches none (the most rules one connect can meet). The ports must stay below the sandbox's ephemeral range, from which the
@@ -323,7 +323,7 @@ label() {
         moat0) echo "moat, no policy (N=0)" ;;
         A*) echo "A: ${1#A} nonexistent paths" ;;
         B*) echo "B: ${1#B} files under /usr/share" ;;
-        C*) echo "C: ${1#C} /32s in 10.0.0.0/8 (trie miss)" ;;
+        C*) echo "C: ${1#C} /32s in 10.0.0.0/8 (no range)" ;;
         D*) echo "D: ${1#D} ports on 127.0.0.0/8 (one network)" ;;
     esac
 }

@@ -15,7 +15,7 @@ pub mod alerts;
 use std::path::Path;
 
 use libbpf_rs::{MapCore, MapFlags, Object, ObjectBuilder};
-use moat_policy::sockrules::{Prefix, SocketTables};
+use moat_policy::sockrules::{AddressRange, SocketTables};
 use thiserror::Error;
 
 static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/socket.bpf.o"));
@@ -58,6 +58,8 @@ struct Modes {
     address_allow_list: bool,
     protocol_allow_list: bool,
     posture_audit: bool,
+    v4_ranges: u32,
+    v6_ranges: u32,
 }
 
 fn map_error(map: &'static str) -> impl Fn(libbpf_rs::Error) -> BpfError {
@@ -72,17 +74,18 @@ impl SocketFilter {
     /// every default-posture denial) goes to the ring buffer for [`alerts::spawn`].
     pub fn load(tables: &SocketTables, report: bool) -> Result<SocketFilter, BpfError> {
         let load = |err: libbpf_rs::Error| BpfError::Load(err.to_string());
+        let too_many = || BpfError::Load("too many rules for one table".into());
+        let v4_ranges = u32::try_from(tables.v4.len()).map_err(|_| too_many())?;
+        let v6_ranges = u32::try_from(tables.v6.len()).map_err(|_| too_many())?;
         let mut open = ObjectBuilder::default().open_memory(OBJECT).map_err(load)?;
         for mut map in open.maps_mut() {
             // Maps cannot be empty: one unused slot when a table is.
             let entries = match map.name().to_str() {
-                Some("v4_prefixes") => tables.v4.len(),
-                Some("v6_prefixes") => tables.v6.len(),
+                Some("ranges") => tables.v4.len() + tables.v6.len(),
                 Some("segments") => tables.segments.len(),
                 _ => continue,
             };
-            let entries = u32::try_from(entries.max(1))
-                .map_err(|_| BpfError::Load("too many rules for one table".into()))?;
+            let entries = u32::try_from(entries.max(1)).map_err(|_| too_many())?;
             map.set_max_entries(entries).map_err(load)?;
         }
         let object = open.load().map_err(load)?;
@@ -93,6 +96,8 @@ impl SocketFilter {
                 address_allow_list: tables.address_allow_list,
                 protocol_allow_list: tables.protocol_allow_list,
                 posture_audit: tables.posture_audit,
+                v4_ranges,
+                v6_ranges,
             },
         };
         filter.fill(tables)?;
@@ -139,10 +144,8 @@ impl SocketFilter {
     }
 
     fn fill(&self, tables: &SocketTables) -> Result<(), BpfError> {
-        let (keys, values) = trie_rows(&tables.v4);
-        self.fill_map("v4_prefixes", &keys, &values, tables.v4.len())?;
-        let (keys, values) = trie_rows(&tables.v6);
-        self.fill_map("v6_prefixes", &keys, &values, tables.v6.len())?;
+        let (keys, values) = range_rows(tables.v4.iter().chain(&tables.v6));
+        self.fill_map("ranges", &keys, &values, tables.v4.len() + tables.v6.len())?;
         let (mut keys, mut values) = (Vec::new(), Vec::new());
         for (index, segment) in tables.segments.iter().enumerate() {
             // `struct segment` of socket.bpf.c.
@@ -188,6 +191,8 @@ impl SocketFilter {
             u32::from(self.report),
             exempt,
             u32::from(self.modes.posture_audit),
+            self.modes.v4_ranges,
+            self.modes.v6_ranges,
             0,
         ];
         let settings: Vec<u8> = flags
@@ -231,16 +236,18 @@ fn pid_namespace(pid: u32) -> std::io::Result<(u64, u64)> {
     Ok(((u64::from(major) << 20) | u64::from(minor), ns.ino()))
 }
 
-/// The keys (`struct prefix_v4`/`prefix_v6`: prefix length, address) and values
-/// (`struct span`) of a trie, laid end to end.
-fn trie_rows<const N: usize>(prefixes: &[Prefix<N>]) -> (Vec<u8>, Vec<u8>) {
-    let mut keys = Vec::with_capacity(prefixes.len() * (4 + N));
-    let mut values = Vec::with_capacity(prefixes.len() * 8);
-    for prefix in prefixes {
-        keys.extend_from_slice(&u32::from(prefix.len).to_ne_bytes());
-        keys.extend_from_slice(&prefix.addr);
-        values.extend_from_slice(&prefix.first.to_ne_bytes());
-        values.extend_from_slice(&prefix.count.to_ne_bytes());
+/// The keys (indexes) and values (`struct range`: first and last address as two 64-bit
+/// halves each, then the run) of the ranges table, laid end to end.
+fn range_rows<'a>(ranges: impl Iterator<Item = &'a AddressRange>) -> (Vec<u8>, Vec<u8>) {
+    let (mut keys, mut values) = (Vec::new(), Vec::new());
+    for (index, range) in ranges.enumerate() {
+        keys.extend_from_slice(&(index as u32).to_ne_bytes());
+        for address in [range.lo, range.hi] {
+            values.extend_from_slice(&((address >> 64) as u64).to_ne_bytes());
+            values.extend_from_slice(&(address as u64).to_ne_bytes());
+        }
+        values.extend_from_slice(&range.run.first.to_ne_bytes());
+        values.extend_from_slice(&range.run.count.to_ne_bytes());
     }
     (keys, values)
 }

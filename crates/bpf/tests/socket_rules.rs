@@ -309,3 +309,78 @@ fn allow_lists_fall_to_the_default_posture_and_protocols_are_ruled() {
     );
     assert_eq!(alerts[1]["Data"], "syscall=SYS_SOCKET rule=udp");
 }
+
+/// IPv6 destinations have ranges of their own, after IPv4's in the table: a /128 inside
+/// a ::/0 rule, and an IPv4 rule on the same port number that must not apply to IPv6.
+#[test]
+fn ipv6_destinations_meet_their_own_rules() {
+    let (Some(ruled), Some(control)) = (Cgroup::new("v6"), Cgroup::new("v6-control")) else {
+        return;
+    };
+    let listen = || TcpListener::bind("[::1]:0").expect("listen on ::1");
+    let (blocked, audited, other) = (listen(), listen(), listen());
+    let port = |l: &TcpListener| l.local_addr().unwrap().port();
+    // Enough IPv4 ranges that a search of the wrong part of the table would miss.
+    let v4 = (1..=8).map(|host| address(&format!("10.0.0.{host}/32"), 1, Action::Block, "v4"));
+    let rules = NetworkRules {
+        addresses: v4
+            .chain([
+                address("127.0.0.0/8", port(&other), Action::Block, "v4-only"),
+                address("::/0", port(&audited), Action::Audit, "watch-v6"),
+                address("::1/128", port(&blocked), Action::Block, "no-v6-blocked"),
+            ])
+            .collect(),
+        ..NetworkRules::default()
+    };
+    let tables = sockrules::compile(&rules);
+    assert_eq!((tables.v4.len(), tables.v6.len()), (9, 3));
+    let filter = SocketFilter::load(&tables, true).expect("load the programs");
+    filter.attach(&ruled.0, None).expect("attach");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("alerts.jsonl");
+    let reader = moat_bpf::alerts::spawn(
+        filter,
+        &tables,
+        AlertContext::default(),
+        AlertWriter::open(&file).unwrap(),
+    )
+    .unwrap();
+    let connect6 = |address: &str, port: u16| {
+        format!(
+            "python3 -c 'import socket; s=socket.socket(socket.AF_INET6); s.connect((\"{address}\", {port}))'"
+        )
+    };
+
+    let refused = ruled.run(&connect6("::1", port(&blocked)));
+    assert!(refused.1.contains("PermissionError"), "{}", refused.1);
+    assert_eq!(
+        control.run(&connect6("::1", port(&blocked))).0,
+        0,
+        "control: it answers without the programs"
+    );
+    let unspecified = ruled.run(&connect6("::", port(&blocked)));
+    assert!(
+        unspecified.1.contains("PermissionError"),
+        ":: is ::1: {}",
+        unspecified.1
+    );
+    assert_eq!(ruled.run(&connect6("::1", port(&audited))).0, 0, "Audit");
+    assert_eq!(
+        ruled.run(&connect6("::1", port(&other))).0,
+        0,
+        "an IPv4 rule does not apply to IPv6"
+    );
+
+    let report = reader.finish();
+    assert_eq!(report.error, None);
+    let alerts = alerts(&file);
+    let names: Vec<&str> = alerts
+        .iter()
+        .map(|a| a["PolicyName"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["no-v6-blocked", "no-v6-blocked", "watch-v6"]);
+    assert_eq!(
+        alerts[0]["Resource"],
+        format!("remoteip=::1 port={} protocol=TCP", port(&blocked))
+    );
+}

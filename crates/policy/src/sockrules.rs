@@ -1,19 +1,22 @@
 //! Network rules compiled into the tables moat's cgroup-BPF socket programs read
 //! (crates/bpf/src/bpf/socket.bpf.c).
 //!
-//! Destination rules become a longest-prefix-match trie per address family whose values
-//! are runs of port segments. A run covers every rule whose network covers the trie key,
-//! not only the key's own rules, so one lookup of the destination finds all the rules
-//! that can apply to it: any rule network containing the address contains the longest
-//! matching one, since prefixes of one address nest. The run cuts the port space 0-65535
-//! into segments where the same rules apply (ports no rule covers are left out), each
-//! with the merged verdict per protocol
-//! (tcp, udp, other), so the program finds a destination's verdict by a binary search of
-//! the run: a Block wins over an Allow of a narrower network, and the cost of a connect
-//! does not grow with the number of rules.
+//! Destination rules become, per address family, a sorted list of disjoint address
+//! ranges, each with the run of port segments that applies there. A rule network is a
+//! prefix, and prefixes nest or are disjoint, so the networks cut the address space into
+//! ranges where one network is the narrowest that covers every address; the range takes
+//! that network's run, which covers every rule whose network covers it, not only its own
+//! rules (any rule network containing an address contains the narrowest one). The
+//! program finds a destination's range by a binary search, and needs no
+//! longest-prefix-match trie, whose inserts dominated the start-up of a sandbox with
+//! thousands of networks. The run cuts the port space 0-65535 into segments where the
+//! same rules apply (ports no rule covers are left out), each with the merged verdict per
+//! protocol (tcp, udp, other), so the program finds a destination's verdict by a second
+//! binary search: a Block wins over an Allow of a narrower network, and the cost of a
+//! connect does not grow with the number of rules.
 //! Protocol rules become one verdict per protocol class.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ipnet::IpNet;
 use serde::Serialize;
@@ -34,13 +37,21 @@ pub const PROTOCOL_CLASSES: [&str; 5] = ["tcp", "udp", "icmp", "icmpv6", "raw"];
 /// The protocol kinds a segment has a verdict for, in the program's order.
 pub const SEGMENT_PROTOCOLS: [u8; 3] = [6, 17, 0];
 
-/// A trie key and the run of segments it selects.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Prefix<const N: usize> {
-    /// Network address bytes (network order).
-    pub addr: [u8; N],
-    /// Prefix length in bits.
-    pub len: u8,
+/// Addresses `lo..=hi` (as numbers: an IPv4 address is its 32-bit value), where one run
+/// of segments applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddressRange {
+    /// First address.
+    pub lo: u128,
+    /// Last address.
+    pub hi: u128,
+    /// The run's segments.
+    pub run: Run,
+}
+
+/// Where a run of segments is in [`SocketTables::segments`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Run {
     /// Index of the run's first segment.
     pub first: u32,
     /// Segments in the run.
@@ -107,10 +118,10 @@ pub struct RuleInfo {
 /// Everything the socket programs are loaded with.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SocketTables {
-    /// IPv4 trie.
-    pub v4: Vec<Prefix<4>>,
-    /// IPv6 trie.
-    pub v6: Vec<Prefix<16>>,
+    /// IPv4 destinations: sorted, disjoint.
+    pub v4: Vec<AddressRange>,
+    /// IPv6 destinations: sorted, disjoint.
+    pub v6: Vec<AddressRange>,
     /// Runs of segments, each in port order, disjoint.
     pub segments: Vec<Segment>,
     /// By [`PROTOCOL_CLASSES`].
@@ -208,6 +219,9 @@ pub fn compile(rules: &NetworkRules) -> SocketTables {
     // Entries of every rule, grouped by network.
     let mut by_net: HashMap<IpNet, Vec<Entry>> = HashMap::new();
     let mut order: Vec<IpNet> = Vec::new();
+    // The prefix lengths rules use, per family: a network's covering networks can only
+    // have these lengths.
+    let mut lengths: [BTreeSet<u8>; 2] = Default::default();
     for rule in &rules.addresses {
         let index = tables.rules.len() as u32;
         tables.rules.push(RuleInfo {
@@ -222,6 +236,7 @@ pub fn compile(rules: &NetworkRules) -> SocketTables {
         };
         let entries = by_net.entry(rule.net).or_insert_with(|| {
             order.push(rule.net);
+            lengths[usize::from(rule.net.addr().is_ipv6())].insert(rule.net.prefix_len());
             Vec::new()
         });
         for (port_lo, port_hi) in ranges {
@@ -237,9 +252,12 @@ pub fn compile(rules: &NetworkRules) -> SocketTables {
 
     // Each network's run: its own entries and those of every network covering it, cut
     // into segments.
+    let mut networks: [Vec<Network>; 2] = Default::default();
+    let mut run = Vec::new();
     for net in &order {
-        let mut run = Vec::new();
-        for len in 0..=net.prefix_len() {
+        run.clear();
+        let family = usize::from(net.addr().is_ipv6());
+        for &len in lengths[family].range(..=net.prefix_len()) {
             let Ok(cover) = IpNet::new(net.addr(), len).map(|n| n.trunc()) else {
                 continue;
             };
@@ -248,32 +266,105 @@ pub fn compile(rules: &NetworkRules) -> SocketTables {
             }
         }
         let first = tables.segments.len() as u32;
-        tables.segments.extend(segments_of(&run));
+        segments_into(&run, &mut tables.segments);
         let count = tables.segments.len() as u32 - first;
-        match net {
-            IpNet::V4(v4) => tables.v4.push(Prefix {
-                addr: v4.network().octets(),
-                len: v4.prefix_len(),
-                first,
-                count,
-            }),
-            IpNet::V6(v6) => tables.v6.push(Prefix {
-                addr: v6.network().octets(),
-                len: v6.prefix_len(),
-                first,
-                count,
-            }),
-        }
+        let (lo, hi) = match net {
+            IpNet::V4(v4) => (
+                u128::from(u32::from(v4.network())),
+                u128::from(u32::from(v4.broadcast())),
+            ),
+            IpNet::V6(v6) => (u128::from(v6.network()), u128::from(v6.broadcast())),
+        };
+        networks[family].push(Network {
+            lo,
+            hi,
+            run: Run { first, count },
+        });
     }
+    let [v4, v6] = networks;
+    tables.v4 = ranges_of(v4);
+    tables.v6 = ranges_of(v6);
     tables
+}
+
+/// A rule network as an address range, with its run.
+#[derive(Debug, Clone, Copy)]
+struct Network {
+    lo: u128,
+    hi: u128,
+    run: Run,
+}
+
+/// Cuts the address space into the ranges where one network of `networks` (distinct
+/// prefixes, which nest or are disjoint) is the narrowest covering every address, each
+/// with that network's run; addresses no network covers are left out. A sweep over the
+/// networks in address order, wider first, keeps the networks that contain the cursor.
+fn ranges_of(mut networks: Vec<Network>) -> Vec<AddressRange> {
+    networks.sort_unstable_by(|a, b| a.lo.cmp(&b.lo).then(b.hi.cmp(&a.hi)));
+    let mut ranges = Vec::with_capacity(networks.len());
+    let mut emit = |lo: u128, hi: u128, run: Run| {
+        if lo <= hi {
+            ranges.push(AddressRange { lo, hi, run });
+        }
+    };
+    // The first address not yet given a range (None: past the end of the space).
+    let mut cursor: Option<u128> = Some(0);
+    let mut open: Vec<Network> = Vec::new();
+    for network in networks {
+        while let Some(top) = open.last().copied().filter(|top| top.hi < network.lo) {
+            if let Some(at) = cursor {
+                emit(at, top.hi, top.run);
+            }
+            cursor = top.hi.checked_add(1);
+            open.pop();
+        }
+        if let (Some(top), Some(at)) = (open.last(), cursor) {
+            if network.lo > at {
+                // `network` lies inside `top`: the part of `top` before it.
+                emit(at, network.lo - 1, top.run);
+            }
+        }
+        cursor = Some(network.lo);
+        open.push(network);
+    }
+    while let Some(top) = open.pop() {
+        if let Some(at) = cursor {
+            emit(at, top.hi, top.run);
+        }
+        cursor = top.hi.checked_add(1);
+    }
+    ranges
 }
 
 /// The port space cut where the entries start and end, with each piece's verdicts;
 /// neighbours with the same verdicts are one segment, and pieces no rule covers are left
 /// out. A sweep over the boundaries keeps
 /// the entries that apply, so this is O(n log n) in the entries.
+#[cfg(test)]
 fn segments_of(run: &[Entry]) -> Vec<Segment> {
-    use std::collections::BTreeSet;
+    let mut segments = Vec::new();
+    segments_into(run, &mut segments);
+    segments
+}
+
+/// [`segments_of`], appended to `segments`.
+fn segments_into(run: &[Entry], segments: &mut Vec<Segment>) {
+    if let [entry] = run {
+        // The common case of a network with one rule and port range, without the sweep.
+        let mut verdicts = [Verdict::default(); 3];
+        for (kind, protocol) in SEGMENT_PROTOCOLS.iter().enumerate() {
+            if entry.protocol == 0 || entry.protocol == *protocol {
+                verdicts[kind] = verdict_of(entry.action, entry.rule);
+            }
+        }
+        segments.push(Segment {
+            port_lo: entry.port_lo,
+            port_hi: entry.port_hi,
+            verdicts,
+        });
+        return;
+    }
+    let start_of_run = segments.len();
     // Entries starting at a port, and entries whose last port is just before it.
     let mut starts: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
     let mut ends: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
@@ -297,7 +388,6 @@ fn segments_of(run: &[Entry]) -> Vec<Segment> {
         _ => 2,
     };
     let boundaries: Vec<u32> = boundaries.into_iter().collect();
-    let mut segments: Vec<Segment> = Vec::new();
     for (i, &start) in boundaries.iter().enumerate() {
         for &index in ends.get(&start).into_iter().flatten() {
             let entry = &run[index];
@@ -339,7 +429,7 @@ fn segments_of(run: &[Entry]) -> Vec<Segment> {
             // No rule here: a port no segment holds has no rule, which keeps runs short.
             continue;
         }
-        match segments.last_mut() {
+        match segments[start_of_run..].last_mut() {
             Some(last) if last.verdicts == verdicts && u32::from(last.port_hi) + 1 == start => {
                 last.port_hi = hi;
             }
@@ -350,7 +440,15 @@ fn segments_of(run: &[Entry]) -> Vec<Segment> {
             }),
         }
     }
-    segments
+}
+
+/// The verdict of one rule's action bit.
+fn verdict_of(action: u8, rule: u32) -> Verdict {
+    Verdict {
+        action,
+        block_rule: if action == ACTION_BLOCK { rule } else { 0 },
+        audit_rule: if action == ACTION_AUDIT { rule } else { 0 },
+    }
 }
 
 #[cfg(test)]
@@ -376,33 +474,23 @@ mod tests {
         }
     }
 
+    /// The run of the range holding `addr`, found the way the program finds it.
+    fn run_at(ranges: &[AddressRange], addr: u128) -> Option<Run> {
+        let index = ranges.partition_point(|r| r.lo <= addr).checked_sub(1)?;
+        (addr <= ranges[index].hi).then_some(ranges[index].run)
+    }
+
     /// What the program decides for `addr`:`port` over `protocol`: the ACTION_* bits of
     /// the matching entries, found the way the program finds them.
     fn verdict(tables: &SocketTables, addr: &str, port: u16, protocol: u8) -> u8 {
         let addr: std::net::IpAddr = addr.parse().unwrap();
         let run = match addr {
-            std::net::IpAddr::V4(a) => tables
-                .v4
-                .iter()
-                .filter(|p| {
-                    IpNet::new(std::net::Ipv4Addr::from(p.addr).into(), p.len)
-                        .unwrap()
-                        .contains(&std::net::IpAddr::V4(a))
-                })
-                .max_by_key(|p| p.len)
-                .map(|p| (p.first, p.count)),
-            std::net::IpAddr::V6(a) => tables
-                .v6
-                .iter()
-                .filter(|p| {
-                    IpNet::new(std::net::Ipv6Addr::from(p.addr).into(), p.len)
-                        .unwrap()
-                        .contains(&std::net::IpAddr::V6(a))
-                })
-                .max_by_key(|p| p.len)
-                .map(|p| (p.first, p.count)),
+            std::net::IpAddr::V4(a) => run_at(&tables.v4, u128::from(u32::from(a))),
+            std::net::IpAddr::V6(a) => run_at(&tables.v6, u128::from(a)),
         };
-        let Some((first, count)) = run else { return 0 };
+        let Some(Run { first, count }) = run else {
+            return 0;
+        };
         let run = &tables.segments[first as usize..(first + count) as usize];
         let Some(segment) = run.iter().find(|s| (s.port_lo..=s.port_hi).contains(&port)) else {
             return 0;
@@ -412,6 +500,85 @@ mod tests {
             .position(|&p| p == protocol)
             .unwrap_or(2);
         segment.verdicts[kind].action
+    }
+
+    /// A small xorshift generator: property tests that replay the same cases every run.
+    fn generator(mut seed: u64) -> impl FnMut(u64) -> u64 {
+        move |below: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % below
+        }
+    }
+
+    /// The ranges give the longest matching prefix's run: random nested and disjoint
+    /// prefixes of both families (including /0 and full-length ones), probed at every
+    /// network's edges and just outside them.
+    #[test]
+    fn ranges_find_the_longest_matching_prefix() {
+        // The addresses a network of `host_bits` host bits spans, less one.
+        let span = |host_bits: u8| match host_bits {
+            0 => 0,
+            _ => u128::MAX >> (128 - host_bits),
+        };
+        let mut next = generator(0x9e37_79b9_7f4a_7c15);
+        for bits in [32u8, 128] {
+            for _ in 0..300 {
+                let mut networks: Vec<(u128, u8)> = Vec::new();
+                // Addresses from a few clusters, so that prefixes nest.
+                let bases: Vec<u128> = (0..3)
+                    .map(|_| match bits {
+                        32 => u128::from(next(1 << 32)),
+                        _ => u128::from(next(u64::MAX)) << 64 | u128::from(next(u64::MAX)),
+                    })
+                    .collect();
+                for _ in 0..next(24) {
+                    let base = bases[next(3) as usize] ^ u128::from(next(256));
+                    let len = match next(6) {
+                        0 => 0,
+                        1 => bits,
+                        _ => bits - next(u64::from(bits.min(24))) as u8,
+                    };
+                    let lo = base & !span(bits - len);
+                    if !networks.contains(&(lo, len)) {
+                        networks.push((lo, len));
+                    }
+                }
+                let input: Vec<Network> = networks
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &(lo, len))| Network {
+                        lo,
+                        hi: lo + span(bits - len),
+                        run: Run {
+                            first: i as u32,
+                            count: 1,
+                        },
+                    })
+                    .collect();
+                let ranges = ranges_of(input.clone());
+                for pair in ranges.windows(2) {
+                    assert!(pair[0].hi < pair[1].lo, "sorted and disjoint");
+                }
+                for network in &input {
+                    for probe in [
+                        network.lo,
+                        network.hi,
+                        network.lo.wrapping_sub(1),
+                        network.hi.wrapping_add(1),
+                    ] {
+                        let probe = probe & span(bits);
+                        let longest = input
+                            .iter()
+                            .filter(|n| n.lo <= probe && probe <= n.hi)
+                            .min_by_key(|n| n.hi - n.lo)
+                            .map(|n| n.run);
+                        assert_eq!(run_at(&ranges, probe), longest, "{bits}-bit {probe:#x}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
@@ -458,7 +625,7 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_rules_have_their_own_trie() {
+    fn ipv6_rules_have_their_own_ranges() {
         let rules = NetworkRules {
             addresses: vec![
                 address("2001:db8::/32", &[], None, Action::Audit),
@@ -467,7 +634,11 @@ mod tests {
             ..NetworkRules::default()
         };
         let tables = compile(&rules);
-        assert_eq!(tables.v6.len(), 2);
+        assert_eq!(
+            tables.v6.len(),
+            3,
+            "the /32 before, inside and after the /48"
+        );
         assert!(tables.v4.is_empty());
         assert_eq!(
             verdict(&tables, "2001:db8:1::5", 80, 6),
@@ -555,13 +726,7 @@ mod tests {
     /// interest, three protocols.
     #[test]
     fn segments_agree_with_a_scan_of_the_rules() {
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = |below: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % below
-        };
+        let mut next = generator(0x2545_f491_4f6c_dd1d);
         for _ in 0..200 {
             let mut entries = Vec::new();
             for rule in 0..next(12) as u32 {

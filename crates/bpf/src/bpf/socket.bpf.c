@@ -9,11 +9,14 @@
 //
 // The tables are filled by user space before attachment (crates/bpf/src/lib.rs) and
 // compiled from the policies by moat-policy (sockrules.rs):
-//   v4_prefixes / v6_prefixes: longest-prefix match -> a run of `segments`
-//   segments: the ports of that prefix where its rules (and those of every prefix
-//             covering it) apply, cut where they start and end, each with the merged
-//             verdict per protocol kind, so a binary search finds a destination's
-//             verdict (a port no segment holds has no rule)
+//   ranges: per address family, sorted disjoint address ranges, in each of which one
+//           rule network is the narrowest covering it; a binary search finds the
+//           destination's range (none: no rule names it), which selects a run of
+//           `segments`
+//   segments: the ports where the rules of that network (and of every network covering
+//             it) apply, cut where they start and end, each with the merged verdict per
+//             protocol kind, so a second binary search finds a destination's verdict (a
+//             port no segment holds has no rule)
 //   protocols: one verdict per protocol class
 //   settings: allow-list modes
 
@@ -50,20 +53,19 @@
 // No rule: the decision is the default posture's.
 #define RULE_POSTURE 0xffffffff
 
-struct prefix_v4 {
-	__u32 prefixlen;
-	__u8 addr[4];
-};
-
-struct prefix_v6 {
-	__u32 prefixlen;
-	__u8 addr[16];
-};
-
-struct span {
+// Addresses lo..hi, as numbers in two 64-bit halves (an IPv4 address is its 32-bit
+// value), and the run of segments that applies there.
+struct range {
+	__u64 lo_high;
+	__u64 lo_low;
+	__u64 hi_high;
+	__u64 hi_low;
 	__u32 first;
 	__u32 count;
 };
+
+// Ranges in a family: at most 2^32, so 32 halvings find any of them.
+#define RANGE_SEARCH_STEPS 32
 
 // Protocol kinds of a segment's verdicts.
 #define KIND_TCP 0
@@ -99,6 +101,8 @@ struct settings {
 	// before the workload exists; it runs moat's code only (no ptrace into it).
 	__u32 exempt_tgid;
 	__u32 posture_audit; // what the allow lists do not name: let through, reported
+	__u32 v4_ranges; // ranges[0, v4_ranges) are IPv4's,
+	__u32 v6_ranges; // then come IPv6's
 	__u32 pad;
 	// The sandbox's pid namespace (kernel dev_t and inode): the exemption is pid 1 there,
 	// and events carry the sandbox's own pids, wherever moat itself runs.
@@ -123,20 +127,11 @@ struct event {
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct prefix_v4);
-	__type(value, struct span);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct range);
 	__uint(max_entries, 1);
-} v4_prefixes SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct prefix_v6);
-	__type(value, struct span);
-	__uint(max_entries, 1);
-} v6_prefixes SEC(".maps");
+} ranges SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -222,6 +217,62 @@ static __always_inline void report(__u8 op, int denied, __u32 rule, __u8 family,
 	bpf_ringbuf_submit(e, 0);
 }
 
+struct address_search {
+	__u64 high; // the destination, as ranges hold it
+	__u64 low;
+	__u32 lo; // the ranges still possible: [lo, hi)
+	__u32 hi;
+	__u32 found; // index + 1, 0 while not found
+};
+
+// a < b, for addresses in two halves.
+static __always_inline int address_before(__u64 a_high, __u64 a_low, __u64 b_high,
+					  __u64 b_low)
+{
+	return a_high < b_high || (a_high == b_high && a_low < b_low);
+}
+
+// One halving of a binary search for the range holding an address.
+static long address_step(__u64 index, void *data)
+{
+	struct address_search *search = data;
+	if (search->lo >= search->hi)
+		return 1;
+	__u32 mid = search->lo + (search->hi - search->lo) / 2;
+	struct range *range = bpf_map_lookup_elem(&ranges, &mid);
+	if (!range)
+		return 1;
+	if (address_before(search->high, search->low, range->lo_high, range->lo_low)) {
+		search->hi = mid;
+	} else if (address_before(range->hi_high, range->hi_low, search->high, search->low)) {
+		search->lo = mid + 1;
+	} else {
+		search->found = mid + 1;
+		return 1;
+	}
+	return 0;
+}
+
+// The range among ranges[first, first + count) that holds the address, or NULL (no rule
+// names it).
+static __always_inline struct range *find_range(__u32 first, __u32 count, __u64 high,
+						__u64 low)
+{
+	struct address_search search = {
+		.high = high,
+		.low = low,
+		.lo = first,
+		.hi = first + count,
+	};
+	if (search.hi < search.lo)
+		return NULL;
+	bpf_loop(RANGE_SEARCH_STEPS, address_step, &search, 0);
+	if (!search.found)
+		return NULL;
+	__u32 key = search.found - 1;
+	return bpf_map_lookup_elem(&ranges, &key);
+}
+
 struct search {
 	__u32 first;
 	__u32 lo;
@@ -253,13 +304,13 @@ static long search_step(__u64 index, void *data)
 	return 0;
 }
 
-// The segment of a run that holds `port`, or NULL (no rule names the port).
-static __always_inline struct segment *find_segment(struct span *span, __u16 port)
+// The segment of a range's run that holds `port`, or NULL (no rule names the port).
+static __always_inline struct segment *find_segment(struct range *range, __u16 port)
 {
 	struct search search = {
-		.first = span->first,
+		.first = range->first,
 		.lo = 0,
-		.hi = span->count,
+		.hi = range->count,
 		.port = port,
 	};
 	bpf_loop(SEARCH_STEPS, search_step, &search, 0);
@@ -270,19 +321,16 @@ static __always_inline struct segment *find_segment(struct span *span, __u16 por
 }
 
 // 1 lets the operation through, 0 refuses it (EPERM).
-static __always_inline int decide(struct bpf_sock_addr *ctx, __u8 op, struct span *span,
-				  const __u8 *addr, int addr_len)
+static __always_inline int decide(struct bpf_sock_addr *ctx, struct settings *s, __u8 op,
+				  struct range *range, const __u8 *addr, int addr_len)
 {
-	struct settings *s = get_settings();
-	if (!s)
-		return 0;
 	__u16 port = bpf_ntohs((__u16)ctx->user_port);
 	__u8 protocol = (__u8)ctx->protocol;
 	__u8 family = (__u8)ctx->user_family;
 	__u8 type = (__u8)ctx->type;
 	struct verdict none = {};
 	struct verdict *v = &none;
-	struct segment *segment = span ? find_segment(span, port) : NULL;
+	struct segment *segment = range ? find_segment(range, port) : NULL;
 	if (segment) {
 		if (protocol == IPPROTO_TCP)
 			v = &segment->verdicts[KIND_TCP];
@@ -309,12 +357,13 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, __u8 op, struct spa
 // rewrites it to loopback after this hook, so it is checked as loopback.
 static __always_inline int check_ip4(struct bpf_sock_addr *ctx, __u8 op, __u32 ip)
 {
+	struct settings *s = get_settings();
+	if (!s)
+		return 0;
 	if (ip == 0)
 		ip = bpf_htonl(0x7f000001);
-	struct prefix_v4 key = { .prefixlen = 32 };
-	__builtin_memcpy(key.addr, &ip, 4);
-	struct span *span = bpf_map_lookup_elem(&v4_prefixes, &key);
-	return decide(ctx, op, span, key.addr, 4);
+	struct range *range = find_range(0, s->v4_ranges, 0, bpf_ntohl(ip));
+	return decide(ctx, s, op, range, (const __u8 *)&ip, 4);
 }
 
 static __always_inline int check_v4(struct bpf_sock_addr *ctx, __u8 op)
@@ -341,10 +390,13 @@ static __always_inline int check_v6(struct bpf_sock_addr *ctx, __u8 op)
 		words[3] = bpf_htonl(1);
 		ctx->user_ip6[3] = words[3];
 	}
-	struct prefix_v6 key = { .prefixlen = 128 };
-	__builtin_memcpy(key.addr, words, 16);
-	struct span *span = bpf_map_lookup_elem(&v6_prefixes, &key);
-	return decide(ctx, op, span, key.addr, 16);
+	struct settings *s = get_settings();
+	if (!s)
+		return 0;
+	__u64 high = ((__u64)bpf_ntohl(words[0]) << 32) | bpf_ntohl(words[1]);
+	__u64 low = ((__u64)bpf_ntohl(words[2]) << 32) | bpf_ntohl(words[3]);
+	struct range *range = find_range(s->v4_ranges, s->v6_ranges, high, low);
+	return decide(ctx, s, op, range, (const __u8 *)words, 16);
 }
 
 SEC("cgroup/connect4")
