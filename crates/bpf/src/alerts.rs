@@ -181,15 +181,12 @@ impl Event {
     }
 
     fn remote(&self) -> IpAddr {
+        // The address is a 128-bit number; an IPv4 address is its low 32 bits.
+        let number = u128::from_be_bytes(self.addr);
         if self.addr_len == 16 {
-            IpAddr::V6(Ipv6Addr::from(self.addr))
+            IpAddr::V6(Ipv6Addr::from(number))
         } else {
-            IpAddr::V4(Ipv4Addr::new(
-                self.addr[0],
-                self.addr[1],
-                self.addr[2],
-                self.addr[3],
-            ))
+            IpAddr::V4(Ipv4Addr::from(number as u32))
         }
     }
 
@@ -306,7 +303,7 @@ mod tests {
         data[23] = 1;
         data[24..26].copy_from_slice(&6u16.to_ne_bytes());
         data[26..28].copy_from_slice(&8080u16.to_ne_bytes());
-        data[28..32].copy_from_slice(&[192, 0, 2, 7]);
+        data[40..44].copy_from_slice(&[192, 0, 2, 7]);
         data[44..48].copy_from_slice(b"curl");
         data[60] = 4;
         data.resize(72, 0);

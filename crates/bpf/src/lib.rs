@@ -9,9 +9,11 @@
 //! from a ring buffer by [`alerts::spawn`].
 
 mod attach;
+mod mapped;
 
 pub mod alerts;
 
+use std::os::fd::AsFd;
 use std::path::Path;
 
 use libbpf_rs::{MapCore, MapFlags, Object, ObjectBuilder};
@@ -104,36 +106,13 @@ impl SocketFilter {
         Ok(filter)
     }
 
-    /// Writes `count` keys and values (laid end to end) into map `name`: in one batch
-    /// where the kernel takes batch updates for the map's type, else one by one.
-    fn fill_map(
-        &self,
-        name: &'static str,
-        keys: &[u8],
-        values: &[u8],
-        count: usize,
-    ) -> Result<(), BpfError> {
-        if count == 0 {
-            return Ok(());
-        }
+    /// Writes `values` (elements laid end to end) into the mmapable array map `name`.
+    fn fill_array(&self, name: &'static str, values: &[u8]) -> Result<(), BpfError> {
         let map = self.map(name)?;
-        let count32 = u32::try_from(count)
-            .map_err(|_| BpfError::Load(format!("too many entries for the {name} table")))?;
-        if map
-            .update_batch(keys, values, count32, MapFlags::ANY, MapFlags::ANY)
-            .is_ok()
-        {
-            return Ok(());
-        }
-        let (key_size, value_size) = (keys.len() / count, values.len() / count);
-        for (key, value) in keys
-            .chunks_exact(key_size)
-            .zip(values.chunks_exact(value_size))
-        {
-            map.update(key, value, MapFlags::ANY)
-                .map_err(map_error(name))?;
-        }
-        Ok(())
+        mapped::fill(map.as_fd(), map.value_size() as usize, values).map_err(|err| BpfError::Fill {
+            map: name,
+            message: err.to_string(),
+        })
     }
 
     fn map(&self, name: &'static str) -> Result<libbpf_rs::Map<'_>, BpfError> {
@@ -144,12 +123,10 @@ impl SocketFilter {
     }
 
     fn fill(&self, tables: &SocketTables) -> Result<(), BpfError> {
-        let (keys, values) = range_rows(tables.v4.iter().chain(&tables.v6));
-        self.fill_map("ranges", &keys, &values, tables.v4.len() + tables.v6.len())?;
-        let (mut keys, mut values) = (Vec::new(), Vec::new());
-        for (index, segment) in tables.segments.iter().enumerate() {
+        self.fill_array("ranges", &range_rows(tables.v4.iter().chain(&tables.v6)))?;
+        let mut values = Vec::with_capacity(tables.segments.len() * 40);
+        for segment in &tables.segments {
             // `struct segment` of socket.bpf.c.
-            keys.extend_from_slice(&(index as u32).to_ne_bytes());
             values.extend_from_slice(&segment.port_lo.to_ne_bytes());
             values.extend_from_slice(&segment.port_hi.to_ne_bytes());
             for verdict in &segment.verdicts {
@@ -158,7 +135,7 @@ impl SocketFilter {
                 values.extend_from_slice(&verdict.audit_rule.to_ne_bytes());
             }
         }
-        self.fill_map("segments", &keys, &values, tables.segments.len())?;
+        self.fill_array("segments", &values)?;
         let protocols = self.map("protocols")?;
         for (class, verdict) in tables.protocols.iter().enumerate() {
             let mut value = Vec::with_capacity(8);
@@ -236,12 +213,11 @@ fn pid_namespace(pid: u32) -> std::io::Result<(u64, u64)> {
     Ok(((u64::from(major) << 20) | u64::from(minor), ns.ino()))
 }
 
-/// The keys (indexes) and values (`struct range`: first and last address as two 64-bit
-/// halves each, then the run) of the ranges table, laid end to end.
-fn range_rows<'a>(ranges: impl Iterator<Item = &'a AddressRange>) -> (Vec<u8>, Vec<u8>) {
-    let (mut keys, mut values) = (Vec::new(), Vec::new());
-    for (index, range) in ranges.enumerate() {
-        keys.extend_from_slice(&(index as u32).to_ne_bytes());
+/// The elements (`struct range`: first and last address as two 64-bit halves each, then
+/// the run) of the ranges table, laid end to end.
+fn range_rows<'a>(ranges: impl Iterator<Item = &'a AddressRange>) -> Vec<u8> {
+    let mut values = Vec::new();
+    for range in ranges {
         for address in [range.lo, range.hi] {
             values.extend_from_slice(&((address >> 64) as u64).to_ne_bytes());
             values.extend_from_slice(&(address as u64).to_ne_bytes());
@@ -249,7 +225,7 @@ fn range_rows<'a>(ranges: impl Iterator<Item = &'a AddressRange>) -> (Vec<u8>, V
         values.extend_from_slice(&range.run.first.to_ne_bytes());
         values.extend_from_slice(&range.run.count.to_ne_bytes());
     }
-    (keys, values)
+    values
 }
 
 /// Whether this kernel loads the socket programs (for `moat doctor`): loads them with

@@ -120,14 +120,16 @@ struct event {
 	__u8 type;
 	__u16 protocol;
 	__u16 port;
-	__u8 addr[16];
+	__u8 addr[16]; // a 128-bit number, network order: an IPv4 address is the last 4 bytes
 	char comm[16];
 	__u8 addr_len; // 4 or 16 (0 for sockets)
 	__u32 sandbox_tgid; // in the sandbox's pid namespace; 0 if not in it
 };
 
+// The large tables are filled through a mapping of their memory (mapped.rs).
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__type(key, __u32);
 	__type(value, struct range);
 	__uint(max_entries, 1);
@@ -135,6 +137,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__type(key, __u32);
 	__type(value, struct segment);
 	__uint(max_entries, 1);
@@ -183,8 +186,21 @@ static __always_inline __u32 sandbox_tgid(struct settings *s)
 	return ns.tgid;
 }
 
-static __always_inline void report(__u8 op, int denied, __u32 rule, __u8 family, __u8 type,
-				   __u16 protocol, __u16 port, const __u8 *addr, int addr_len)
+// What an event says about the operation.
+struct operation {
+	__u64 addr_high; // the destination, as ranges hold it (connect, sendmsg)
+	__u64 addr_low;
+	__u16 protocol;
+	__u16 port;
+	__u8 op;
+	__u8 family;
+	__u8 type;
+	__u8 addr_len; // 4 or 16; 0 for sockets
+};
+
+// Sends an event about `what`, decided by `rule`. Each program calls it from one place
+// only, so the verifier goes through it once.
+static __always_inline void report(const struct operation *what, __u32 rule, int denied)
 {
 	struct settings *s = get_settings();
 	if (!s || !s->report)
@@ -201,20 +217,50 @@ static __always_inline void report(__u8 op, int denied, __u32 rule, __u8 family,
 	e->sandbox_tgid = sandbox_tgid(s);
 	e->uid_gid = bpf_get_current_uid_gid();
 	e->rule = rule;
-	e->op = op;
+	e->op = what->op;
 	e->denied = denied;
-	e->family = family;
-	e->type = type;
-	e->protocol = protocol;
-	e->port = port;
-	__builtin_memset(e->addr, 0, sizeof(e->addr));
-	e->addr_len = addr_len;
-	if (addr_len == 4)
-		__builtin_memcpy(e->addr, addr, 4);
-	else if (addr_len == 16)
-		__builtin_memcpy(e->addr, addr, 16);
+	e->family = what->family;
+	e->type = what->type;
+	e->protocol = what->protocol;
+	e->port = what->port;
+	e->addr_len = what->addr_len;
+	// The address as a 128-bit number in network byte order (an IPv4 address in the
+	// last four bytes), without a branch on its kind, which would double the states
+	// the verifier keeps.
+	__u32 words[4] = {
+		bpf_htonl(what->addr_high >> 32),
+		bpf_htonl(what->addr_high),
+		bpf_htonl(what->addr_low >> 32),
+		bpf_htonl(what->addr_low),
+	};
+	__builtin_memcpy(e->addr, words, 16);
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	bpf_ringbuf_submit(e, 0);
+}
+
+// What the rules say, given the ACTION_* bits that apply and whether the kind of thing
+// is in allow-list mode: 1 lets the operation through, 0 refuses it (EPERM). Every
+// decision a rule names, and every posture decision, is reported.
+static __always_inline int judge(struct settings *s, const struct operation *what,
+				 __u8 action, __u32 block_rule, __u32 audit_rule,
+				 __u32 allow_list)
+{
+	__u32 rule;
+	int denied;
+	if (action & ACTION_BLOCK) {
+		rule = block_rule;
+		denied = 1;
+	} else if (allow_list && !(action & ACTION_ALLOW)) {
+		rule = RULE_POSTURE;
+		denied = !s->posture_audit;
+	} else if (action & ACTION_AUDIT) {
+		rule = audit_rule;
+		denied = 0;
+	} else {
+		return 1;
+	}
+	report(what, rule, denied);
+	return !denied;
 }
 
 struct address_search {
@@ -320,83 +366,80 @@ static __always_inline struct segment *find_segment(struct range *range, __u16 p
 	return bpf_map_lookup_elem(&segments, &key);
 }
 
-// 1 lets the operation through, 0 refuses it (EPERM).
-static __always_inline int decide(struct bpf_sock_addr *ctx, struct settings *s, __u8 op,
-				  struct range *range, const __u8 *addr, int addr_len)
+// The verdict on a connection or datagram to the address in `what`, whose range (if
+// any) is `range`.
+static __always_inline int decide(struct bpf_sock_addr *ctx, struct settings *s,
+				  struct operation *what, struct range *range)
 {
-	__u16 port = bpf_ntohs((__u16)ctx->user_port);
-	__u8 protocol = (__u8)ctx->protocol;
-	__u8 family = (__u8)ctx->user_family;
-	__u8 type = (__u8)ctx->type;
+	what->port = bpf_ntohs((__u16)ctx->user_port);
+	what->protocol = (__u8)ctx->protocol;
+	what->family = (__u8)ctx->user_family;
+	what->type = (__u8)ctx->type;
 	struct verdict none = {};
 	struct verdict *v = &none;
-	struct segment *segment = range ? find_segment(range, port) : NULL;
+	struct segment *segment = range ? find_segment(range, what->port) : NULL;
 	if (segment) {
-		if (protocol == IPPROTO_TCP)
+		if (what->protocol == IPPROTO_TCP)
 			v = &segment->verdicts[KIND_TCP];
-		else if (protocol == IPPROTO_UDP)
+		else if (what->protocol == IPPROTO_UDP)
 			v = &segment->verdicts[KIND_UDP];
 		else
 			v = &segment->verdicts[KIND_OTHER];
 	}
-	if (v->action & ACTION_BLOCK) {
-		report(op, 1, v->block_rule, family, type, protocol, port, addr, addr_len);
-		return 0;
-	}
-	if (s->address_allow_list && !(v->action & ACTION_ALLOW)) {
-		int deny = !s->posture_audit;
-		report(op, deny, RULE_POSTURE, family, type, protocol, port, addr, addr_len);
-		return !deny;
-	}
-	if (v->action & ACTION_AUDIT)
-		report(op, 0, v->audit_rule, family, type, protocol, port, addr, addr_len);
-	return 1;
+	return judge(s, what, v->action, v->block_rule, v->audit_rule, s->address_allow_list);
 }
 
 // The unspecified address (0.0.0.0, ::) is a connection to the local host: the kernel
 // rewrites it to loopback after this hook, so it is checked as loopback.
-static __always_inline int check_ip4(struct bpf_sock_addr *ctx, __u8 op, __u32 ip)
+static __always_inline int check_v4(struct bpf_sock_addr *ctx, __u8 op)
 {
 	struct settings *s = get_settings();
 	if (!s)
 		return 0;
-	if (ip == 0)
-		ip = bpf_htonl(0x7f000001);
-	struct range *range = find_range(0, s->v4_ranges, 0, bpf_ntohl(ip));
-	return decide(ctx, s, op, range, (const __u8 *)&ip, 4);
-}
-
-static __always_inline int check_v4(struct bpf_sock_addr *ctx, __u8 op)
-{
 	if (ctx->user_ip4 == 0)
-		ctx->user_ip4 = bpf_htonl(0x7f000001); // what was checked is what is used
-	return check_ip4(ctx, op, ctx->user_ip4);
+		ctx->user_ip4 = bpf_htonl(0x7f000001); // what is checked is what is used
+	struct operation what = {
+		.op = op,
+		.addr_low = bpf_ntohl(ctx->user_ip4),
+		.addr_len = 4,
+	};
+	struct range *range = find_range(0, s->v4_ranges, 0, what.addr_low);
+	return decide(ctx, s, &what, range);
 }
 
 static __always_inline int check_v6(struct bpf_sock_addr *ctx, __u8 op)
 {
+	struct settings *s = get_settings();
+	if (!s)
+		return 0;
 	__u32 words[4];
 	words[0] = ctx->user_ip6[0];
 	words[1] = ctx->user_ip6[1];
 	words[2] = ctx->user_ip6[2];
 	words[3] = ctx->user_ip6[3];
-	// An IPv4-mapped address (::ffff:a.b.c.d) reaches an IPv4 host: the IPv4 rules apply.
+	struct operation what = { .op = op, .addr_len = 16 };
+	// One search and one decision for both kinds of address: the verifier goes through
+	// the program once, not once per kind.
+	__u32 first = s->v4_ranges, count = s->v6_ranges;
 	if (words[0] == 0 && words[1] == 0 && words[2] == bpf_htonl(0x0000ffff)) {
-		if (words[3] == 0)
-			ctx->user_ip6[3] = bpf_htonl(0x7f000001);
-		return check_ip4(ctx, op, words[3]);
-	}
-	if (words[0] == 0 && words[1] == 0 && words[2] == 0 && words[3] == 0) {
+		// An IPv4-mapped address (::ffff:a.b.c.d) reaches an IPv4 host: the IPv4
+		// rules apply, and 0.0.0.0 is loopback as for IPv4.
+		if (words[3] == 0) {
+			words[3] = bpf_htonl(0x7f000001);
+			ctx->user_ip6[3] = words[3];
+		}
+		first = 0;
+		count = s->v4_ranges;
+		what.addr_len = 4;
+		words[2] = 0;
+	} else if (words[0] == 0 && words[1] == 0 && words[2] == 0 && words[3] == 0) {
 		words[3] = bpf_htonl(1);
 		ctx->user_ip6[3] = words[3];
 	}
-	struct settings *s = get_settings();
-	if (!s)
-		return 0;
-	__u64 high = ((__u64)bpf_ntohl(words[0]) << 32) | bpf_ntohl(words[1]);
-	__u64 low = ((__u64)bpf_ntohl(words[2]) << 32) | bpf_ntohl(words[3]);
-	struct range *range = find_range(s->v4_ranges, s->v6_ranges, high, low);
-	return decide(ctx, s, op, range, (const __u8 *)words, 16);
+	what.addr_high = ((__u64)bpf_ntohl(words[0]) << 32) | bpf_ntohl(words[1]);
+	what.addr_low = ((__u64)bpf_ntohl(words[2]) << 32) | bpf_ntohl(words[3]);
+	struct range *range = find_range(first, count, what.addr_high, what.addr_low);
+	return decide(ctx, s, &what, range);
 }
 
 SEC("cgroup/connect4")
@@ -448,18 +491,13 @@ int moat_sock_create(struct bpf_sock *ctx)
 		return 0;
 	if (s->exempt_tgid && sandbox_tgid(s) == s->exempt_tgid)
 		return 1;
-	if (v->action & ACTION_BLOCK) {
-		report(OP_SOCKET, 1, v->rule, family, ctx->type, ctx->protocol, 0, 0, 0);
-		return 0;
-	}
-	if (s->protocol_allow_list && !(v->action & ACTION_ALLOW)) {
-		int deny = !s->posture_audit;
-		report(OP_SOCKET, deny, RULE_POSTURE, family, ctx->type, ctx->protocol, 0, 0, 0);
-		return !deny;
-	}
-	if (v->action & ACTION_AUDIT)
-		report(OP_SOCKET, 0, v->rule, family, ctx->type, ctx->protocol, 0, 0, 0);
-	return 1;
+	struct operation what = {
+		.op = OP_SOCKET,
+		.family = family,
+		.type = ctx->type,
+		.protocol = ctx->protocol,
+	};
+	return judge(s, &what, v->action, v->rule, v->rule, s->protocol_allow_list);
 }
 
 // No GPL-only helper is used.
