@@ -154,21 +154,16 @@ fn protocol_number(protocol: Option<&str>) -> u8 {
 
 /// A destination rule in `--egress` syntax: `CIDR[:PORTS][/PROTOCOL]`.
 pub fn describe(rule: &AddressRule) -> String {
+    use std::fmt::Write;
     let mut text = rule.net.to_string();
-    if !rule.ports.is_empty() {
-        let ports: Vec<String> = rule
-            .ports
-            .iter()
-            .map(|&(lo, hi)| {
-                if lo == hi {
-                    lo.to_string()
-                } else {
-                    format!("{lo}-{hi}")
-                }
-            })
-            .collect();
-        text.push(':');
-        text.push_str(&ports.join(","));
+    for (index, &(lo, hi)) in rule.ports.iter().enumerate() {
+        text.push(if index == 0 { ':' } else { ',' });
+        // Writing to a String cannot fail.
+        let _ = if lo == hi {
+            write!(text, "{lo}")
+        } else {
+            write!(text, "{lo}-{hi}")
+        };
     }
     if let Some(protocol) = &rule.protocol {
         text.push('/');
@@ -217,8 +212,9 @@ pub fn compile(rules: &NetworkRules) -> SocketTables {
     }
 
     // Entries of every rule, grouped by network.
-    let mut by_net: HashMap<IpNet, Vec<Entry>> = HashMap::new();
-    let mut order: Vec<IpNet> = Vec::new();
+    let mut by_net: HashMap<IpNet, Vec<Entry>> = HashMap::with_capacity(rules.addresses.len());
+    let mut order: Vec<IpNet> = Vec::with_capacity(rules.addresses.len());
+    tables.rules.reserve(rules.addresses.len());
     // The prefix lengths rules use, per family: a network's covering networks can only
     // have these lengths.
     let mut lengths: [BTreeSet<u8>; 2] = Default::default();
@@ -229,17 +225,17 @@ pub fn compile(rules: &NetworkRules) -> SocketTables {
             action: rule.action,
             text: describe(rule),
         });
-        let ranges = if rule.ports.is_empty() {
-            vec![(0, u16::MAX)]
+        let ranges: &[(u16, u16)] = if rule.ports.is_empty() {
+            &[(0, u16::MAX)]
         } else {
-            rule.ports.clone()
+            &rule.ports
         };
         let entries = by_net.entry(rule.net).or_insert_with(|| {
             order.push(rule.net);
             lengths[usize::from(rule.net.addr().is_ipv6())].insert(rule.net.prefix_len());
             Vec::new()
         });
-        for (port_lo, port_hi) in ranges {
+        for &(port_lo, port_hi) in ranges {
             entries.push(Entry {
                 port_lo,
                 port_hi,
