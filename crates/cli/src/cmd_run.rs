@@ -4,9 +4,11 @@ use std::path::PathBuf;
 
 use clap::Args;
 use moat_policy::{compile, Profile, RunRequest};
+use moat_sandbox::paths::StatePaths;
 use moat_sandbox::{rootfs, RunOptions, SandboxError};
 
 use crate::exit::setup_failed;
+use crate::policy_cache::{Pending, PolicyCache};
 
 /// Options of `moat run`.
 #[derive(Debug, Args)]
@@ -136,7 +138,9 @@ fn read_env_file(path: &std::path::Path) -> Result<Vec<(String, String)>, String
 }
 
 impl RunArgs {
-    fn request(&self) -> Result<RunRequest, String> {
+    /// The request, with the `--policy` files read (through `cache`), and their parses
+    /// the cache does not have yet.
+    fn request(&self, cache: &PolicyCache) -> Result<(RunRequest, Vec<Pending>), String> {
         let mut env = match &self.env_file {
             Some(path) => read_env_file(path)?,
             None => Vec::new(),
@@ -159,12 +163,13 @@ impl RunArgs {
                     .ok_or_else(|| format!("--label {entry:?}: expected KEY=VALUE"))
             })
             .collect::<Result<_, _>>()?;
-        let (policies, policy_findings) = moat_policy::kubearmor::load_files(&self.policies)
+        let loaded = cache
+            .load_files(&self.policies)
             .map_err(|(file, err)| format!("--policy {}: cannot read: {err}", file.display()))?;
-        Ok(RunRequest {
+        let request = RunRequest {
             labels,
-            policies,
-            policy_findings,
+            policies: loaded.policies,
+            policy_findings: loaded.diagnostics,
             id: String::new(),
             argv: self.command.clone(),
             rootfs: self.rootfs.clone(),
@@ -188,7 +193,8 @@ impl RunArgs {
                 bandwidth: self.bandwidth.clone(),
                 dns: self.dns.clone(),
             },
-        })
+        };
+        Ok((request, loaded.pending))
     }
 }
 
@@ -282,8 +288,12 @@ pub fn run(args: RunArgs) -> i32 {
     outcome.status
 }
 
+/// How long a sandbox runs before the policy parses it started with are cached.
+const CACHE_STORE_DELAY: std::time::Duration = std::time::Duration::from_millis(250);
+
 fn run_sandbox(args: &RunArgs, id: &str) -> Outcome {
-    let mut request = match args.request() {
+    let cache = PolicyCache::under(StatePaths::default().run_dir());
+    let (mut request, mut uncached) = match args.request(&cache) {
         Ok(request) => request,
         Err(message) => return Outcome::failed("", &message),
     };
@@ -292,10 +302,11 @@ fn run_sandbox(args: &RunArgs, id: &str) -> Outcome {
         Ok(loaded) => loaded,
         Err(err) => return Outcome::failed("profile", &chain(&err)),
     };
-    match moat_policy::kubearmor::load_files(&profile.policy_files(&source)) {
-        Ok((policies, findings)) => {
-            request.policies.extend(policies);
-            request.policy_findings.extend(findings);
+    match cache.load_files(&profile.policy_files(&source)) {
+        Ok(loaded) => {
+            request.policies.extend(loaded.policies);
+            request.policy_findings.extend(loaded.diagnostics);
+            uncached.extend(loaded.pending);
         }
         Err((file, err)) => {
             return Outcome::failed(
@@ -354,7 +365,17 @@ fn run_sandbox(args: &RunArgs, id: &str) -> Outcome {
         status_file: args.status_file.clone(),
         ..RunOptions::default()
     };
-    match moat_sandbox::run(&plan, &options) {
+    // The parses the cache lacks are stored once the sandbox has started and run a
+    // moment: done during the start, the work (a few ms of CPU for 10,000 rules) slowed
+    // it by as much. A sandbox that is over by then leaves it to the next start.
+    let store: Option<moat_sandbox::AfterStart> = (!uncached.is_empty()).then(|| {
+        let (policies, findings) = (request.policies, request.policy_findings);
+        Box::new(move || {
+            std::thread::sleep(CACHE_STORE_DELAY);
+            cache.store(&uncached, &policies, &findings);
+        }) as moat_sandbox::AfterStart
+    });
+    match moat_sandbox::run_with(&plan, &options, store) {
         Ok(report) => {
             if let Some(alerts) = &report.alerts {
                 if let Some(error) = &alerts.error {

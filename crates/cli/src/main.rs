@@ -11,6 +11,7 @@ mod cmd_gc;
 mod cmd_policy;
 mod cmd_run;
 mod exit;
+mod policy_cache;
 
 use clap::{Parser, Subcommand};
 

@@ -1164,3 +1164,62 @@ fn blocks_hold_for_hard_links_and_for_paths_created_later() {
         ["perl=0", "hardlink=0", "created"]
     );
 }
+
+/// The cache entry (under /run/moat/policy-cache) of policy file `file`, if any.
+fn cached_entry(file: &str) -> Option<std::path::PathBuf> {
+    std::fs::read_dir("/run/moat/policy-cache")
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|path| {
+            std::fs::read(path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .is_some_and(|entry| entry["file"] == file)
+        })
+}
+
+/// A policy's parse is cached once a sandbox with it has run a moment; the next start
+/// reads the cache and enforces the same, and an edit to the file takes effect at once.
+#[test]
+fn cached_policy_parses_enforce_the_same_and_follow_edits() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let blocking = "  action: Block\n  file:\n    matchPaths:\n      - path: /etc/os-release\n";
+    let policy = policy_file(&scratch, "cached.yaml", blocking);
+    let script = "head -c0 /etc/os-release 2>/dev/null && echo readable || echo blocked";
+    let options = ["--policy", policy.as_str(), "--label", "team=blue"];
+    assert!(cached_entry(&policy).is_none());
+
+    // Long enough for the parse to be stored (moat waits 250 ms into a run).
+    let first = sh(&options, &format!("sleep 1; {script}"));
+    assert_eq!(first.stdout, "blocked\n", "{}", first.stderr);
+    let entry = cached_entry(&policy).expect("the parse is cached");
+    let meta = std::fs::metadata(&entry).unwrap();
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::mode(&meta) & 0o777,
+        0o600,
+        "only root reads the cache"
+    );
+
+    let cached = sh(&options, script);
+    assert_eq!(cached.stdout, "blocked\n", "{}", cached.stderr);
+    assert!(
+        std::fs::metadata(&entry).unwrap().modified().unwrap() > meta.modified().unwrap(),
+        "the second start read the entry (a hit marks it used)"
+    );
+
+    // Edited: the same path, other text, misses the cache.
+    std::fs::write(
+        &policy,
+        std::fs::read_to_string(&policy)
+            .unwrap()
+            .replace("os-release", "hostname"),
+    )
+    .unwrap();
+    let edited = sh(&options, script);
+    assert_eq!(edited.stdout, "readable\n", "{}", edited.stderr);
+    let _ = std::fs::remove_file(entry);
+}

@@ -392,7 +392,7 @@ pub struct MatchCapability {
 }
 
 /// How bad a finding is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     /// The policy cannot be applied as written.
@@ -402,7 +402,7 @@ pub enum Level {
 }
 
 /// One finding, with where it is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Diagnostic {
     /// The file.
     pub file: PathBuf,
@@ -434,7 +434,7 @@ impl fmt::Display for Diagnostic {
 }
 
 /// A parsed policy and where it came from.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoadedPolicy {
     /// The file.
     pub file: PathBuf,

@@ -24,7 +24,7 @@ pub mod spec;
 pub mod status;
 mod sys;
 
-pub use run::{run, RunOptions, RunReport, SandboxError};
+pub use run::{run, run_with, AfterStart, RunOptions, RunReport, SandboxError};
 
 /// Makes the calling process safe to create sandboxes from: no descriptor it inherited
 /// (beyond stdin, stdout and stderr) and no socket-activation variable may reach a

@@ -142,11 +142,26 @@ pub fn block_supervised_signals() -> nix::Result<SigSet> {
     Ok(supervised)
 }
 
+/// Work the sandbox does not wait for (see [`run_with`]).
+pub type AfterStart = Box<dyn FnOnce() + Send>;
+
 /// Runs `plan` in the foreground and cleans up, whatever happens.
 ///
 /// Moves the calling process into a private mount namespace first (see
 /// [`rootfs::isolate_mounts`]); call it from a process that runs one sandbox.
 pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunReport, SandboxError> {
+    run_with(plan, options, None)
+}
+
+/// [`run`], doing `after_start` on a thread of its own once the sandbox's init exists
+/// (no thread may run while libcontainer forks it), so that work the sandbox does not
+/// need delays neither its start nor its end: the thread is not waited for, and is cut
+/// short if the process exits first, so the work must be safe to abandon.
+pub fn run_with(
+    plan: &Plan,
+    options: &RunOptions,
+    after_start: Option<AfterStart>,
+) -> Result<RunReport, SandboxError> {
     // Checks first: nothing is created for a request that cannot succeed.
     if !nix::unistd::geteuid().is_root() {
         return Err(SandboxError::NotRoot);
@@ -168,7 +183,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<RunReport, SandboxError>
     };
 
     let mut sandbox = Sandbox::create(plan, &options.paths)?;
-    let result = sandbox.start_and_wait(plan, &cgroups, filter, socket_rules, options);
+    let result = sandbox.start_and_wait(plan, &cgroups, filter, socket_rules, options, after_start);
     let oom_kills = cgroups.oom_kills(&plan.id);
     // On every path, so that the alerts written so far reach the file. The workload
     // is gone unless set-up failed, in which case it never ran.
@@ -399,6 +414,7 @@ impl Sandbox {
         filter: seccomp::CompiledFilter,
         socket_rules: Option<(moat_policy::sockrules::SocketTables, moat_bpf::SocketFilter)>,
         options: &RunOptions,
+        after_start: Option<AfterStart>,
     ) -> Result<i32, SandboxError> {
         let dir = self.paths.sandbox_dir(&self.id);
         let inside = self.connect(plan, options.announce_address)?;
@@ -442,6 +458,12 @@ impl Sandbox {
             .build()
             .map_err(container_err)?;
         drop(error_write);
+        if let Some(work) = after_start {
+            // Not done if no thread can be made: the work is an optimisation.
+            let _ = std::thread::Builder::new()
+                .name("moat-after-start".into())
+                .spawn(work);
+        }
         let init = container
             .pid()
             .ok_or_else(|| SandboxError::Container("the sandbox init has no pid".into()))?;
