@@ -74,6 +74,8 @@ done
 has_set() { [[ " $SETS " == *" $1 "* ]]; }
 
 ROOT=/tmp/moat-pbench
+# moat's cache of parsed policy files: removed before each "first start" run
+POLICY_CACHE=/run/moat/policy-cache
 cleanup() {
     "$MOAT" gc --quiet >/dev/null 2>&1 || true
     rm -rf -- "$ROOT"
@@ -81,7 +83,7 @@ cleanup() {
 [[ -e $ROOT ]] && die "$ROOT exists (another run, or a leftover: remove it)"
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-mkdir -p -m 0755 "$ROOT"
+mkdir -p "$ROOT" && chmod 0755 "$ROOT"
 HOME_DIR=$ROOT/home
 mkdir -m 0755 "$HOME_DIR"      # moat chowns it to the sandbox user
 BUILD=$(mktemp -d "$ROOT/build.XXXXXX")
@@ -243,9 +245,9 @@ run_probe() {
 }
 
 # measure NAME CONFIG : fills OPEN[NAME] EXEC[NAME] CONN[NAME] (and START[NAME] if not native)
-declare -A OPEN EXEC CONN START SLOW
+declare -A OPEN EXEC CONN START COLD SLOW
 measure() {
-    local name=$1 cfg=$2 i v o=() e=() c=() t0 slow=0
+    local name=$1 cfg=$2 i v o=() e=() c=() t0
     local open_reps=$OPEN_REPS exec_reps=$EXEC_REPS conn_reps=$CONN_REPS runs=$STARTUP_RUNS warm=3
     echo "policy.sh: measuring $name" >&2
     if [[ $cfg != native ]]; then
@@ -255,7 +257,7 @@ measure() {
         # shellcheck disable=SC2086
         "$MOAT" run --label bench=yes $cfg -- /bin/true || die "$name: moat run failed"
         if (( ($(date +%s%N) - t0) > SLOW_START_MS * 1000000 )); then
-            slow=1; open_reps=1; exec_reps=1; conn_reps=1; runs=3; warm=0
+            open_reps=1; exec_reps=1; conn_reps=1; runs=3; warm=0
             SLOW[$name]=1
             echo "policy.sh:   start-up over ${SLOW_START_MS} ms: 1 repetition per probe, 3 start-up runs" >&2
         fi
@@ -277,13 +279,24 @@ measure() {
     CONN[$name]=$(median "${c[@]}")
     echo "policy.sh:   open ${o[*]} | exec ${e[*]} | connect ${c[*]}" >&2
     if [[ $cfg != native ]]; then
-        local json=$BUILD/start-$name.json
+        local json=$BUILD/start-$name.json cold_json=$BUILD/start-cold-$name.json
+        local median='import json,sys; print(round(json.load(open(sys.argv[1]))["results"][0]["median"]*1000, 1))'
+        # First start: no cached parse of the policy (removed before every run).
+        # shellcheck disable=SC2086
+        hyperfine -N --runs "$runs" --warmup "$warm" --export-json "$cold_json" \
+            --prepare "rm -rf -- $POLICY_CACHE" \
+            "$MOAT run --label bench=yes $cfg -- /bin/true" >/dev/null 2>&1 \
+            || die "$name: start-up run failed (try: $MOAT run --label bench=yes $cfg -- /bin/true)"
+        COLD[$name]=$(python3 -c "$median" "$cold_json")
+        # Later starts: a run long enough for moat to cache the parse, then the starts.
+        # shellcheck disable=SC2086
+        "$MOAT" run --label bench=yes $cfg -- sleep 0.5 || die "$name: caching run failed"
         # shellcheck disable=SC2086
         hyperfine -N --runs "$runs" --warmup "$warm" --export-json "$json" \
             "$MOAT run --label bench=yes $cfg -- /bin/true" >/dev/null 2>&1 \
             || die "$name: start-up run failed (try: $MOAT run --label bench=yes $cfg -- /bin/true)"
-        START[$name]=$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["results"][0]["median"]*1000, 1))' "$json")
-        echo "policy.sh:   start-up median ${START[$name]} ms" >&2
+        START[$name]=$(python3 -c "$median" "$json")
+        echo "policy.sh:   start-up median ${COLD[$name]} ms first, ${START[$name]} ms cached" >&2
     fi
 }
 
@@ -328,9 +341,9 @@ label() {
     esac
 }
 echo
-echo "open+close: $OPEN_FILE × $OPEN_N, median of $OPEN_REPS. exec: fork+execve+wait /bin/true × $EXEC_N, median of $EXEC_REPS. connect: socket+connect+accept+close on 127.0.0.1 × $CONN_N, median of $CONN_REPS. start-up: \`moat run -- /bin/true\`, hyperfine -N, $STARTUP_RUNS runs after 3 warm-up, median. Ratios: vs moat N=0 / vs native."
+echo "open+close: $OPEN_FILE × $OPEN_N, median of $OPEN_REPS. exec: fork+execve+wait /bin/true × $EXEC_N, median of $EXEC_REPS. connect: socket+connect+accept+close on 127.0.0.1 × $CONN_N, median of $CONN_REPS. start-up: \`moat run -- /bin/true\`, hyperfine -N, $STARTUP_RUNS runs after 3 warm-up, median; first: the policy's parse not cached (removed before each run), cached: after a run that cached it. Ratios: vs moat N=0 / vs native."
 echo
-echo "| rules | open+close ns/op | vs N=0 / native | exec µs | vs N=0 / native | connect ns/op | vs N=0 / native | start-up ms | extra vs N=0 |"
+echo "| rules | open+close ns/op | vs N=0 / native | exec µs | vs N=0 / native | connect ns/op | vs N=0 / native | start-up ms, first / cached | extra vs N=0, first / cached |"
 echo "|---|---|---|---|---|---|---|---|---|"
 for r in "${ROWS[@]}"; do
     if [[ $r == native ]]; then
@@ -341,6 +354,7 @@ for r in "${ROWS[@]}"; do
         "${OPEN[$r]}" "$(ratio "${OPEN[$r]}" "${OPEN[moat0]}")" "$(ratio "${OPEN[$r]}" "${OPEN[native]}")" \
         "${EXEC[$r]}" "$(ratio "${EXEC[$r]}" "${EXEC[moat0]}")" "$(ratio "${EXEC[$r]}" "${EXEC[native]}")" \
         "${CONN[$r]}" "$(ratio "${CONN[$r]}" "${CONN[moat0]}")" "$(ratio "${CONN[$r]}" "${CONN[native]}")" \
-        "${START[$r]}${SLOW[$r]:+ *}" "$(awk -v a="${START[$r]}" -v b="${START[moat0]}" 'BEGIN {printf "%+.1f", a - b}')"
+        "${COLD[$r]} / ${START[$r]}${SLOW[$r]:+ *}" \
+        "$(awk -v a="${COLD[$r]}" -v c="${START[$r]}" -v b="${START[moat0]}" 'BEGIN {printf "%+.1f / %+.1f", a - b, c - b}')"
 done
 [[ -z ${SLOW[*]:-} ]] || echo $'\n'"* start-up over ${SLOW_START_MS} ms: 1 repetition of each probe, 3 start-up runs without warm-up."
