@@ -3,13 +3,17 @@
 //! forbids the landlock syscalls to the workload).
 
 use std::collections::{HashMap, HashSet};
+use std::ffi::{CStr, OsStr};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use landlock::{
-    Access, AccessFs, BitFlags, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset, RulesetAttr,
+    Access, AccessFs, BitFlags, CompatLevel, Compatible, PathBeneath, Ruleset, RulesetAttr,
     RulesetCreatedAttr, RulesetStatus, Scope, ABI,
 };
 use moat_policy::{Keep, LandlockPlan};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use thiserror::Error;
 
 /// Landlock could not be applied as the plan requires.
@@ -51,7 +55,6 @@ pub fn restrict_self(plan: &LandlockPlan) -> Result<(), LandlockError> {
     let host = check_abi(plan)?;
     let abi = ABI::from(i32::try_from(host).unwrap_or(i32::MAX));
     let rights = Rights::new(abi);
-    let rules = rules(plan, &rights);
     let mut ruleset = Ruleset::default()
         .set_compatibility(CompatLevel::HardRequirement)
         .handle_access(rights.all)?;
@@ -60,11 +63,19 @@ pub fn restrict_self(plan: &LandlockPlan) -> Result<(), LandlockError> {
         ruleset = ruleset.scope(scopes)?;
     }
     let mut created = ruleset.create()?;
-    for (path, access) in rules {
+    // Each grant becomes a rule as soon as it is found: carving makes tens of thousands
+    // for large Block lists, and holding a descriptor for each would exhaust the limit.
+    grant_all(plan, &rights, &mut |target, access| {
+        if access.is_empty() {
+            return Ok(());
+        }
         // A path that vanished since it was listed grants nothing: skip it.
-        let Ok(fd) = PathFd::new(&path) else { continue };
-        created = created.add_rule(PathBeneath::new(fd, access))?;
-    }
+        let Ok(fd) = target.open() else {
+            return Ok(());
+        };
+        (&mut created).add_rule(PathBeneath::new(fd, access))?;
+        Ok(())
+    })?;
     if host >= 7 {
         // Denials by the workload (a later exec than the domain's creator) reach the
         // kernel audit log, where moat's alert reader sees them.
@@ -164,16 +175,23 @@ impl DenyIndex {
         index
     }
 
-    /// What every rule covering `path` leaves of `access`.
+    /// What every rule covering `path` leaves of `access`. With [`Ancestors::Applied`],
+    /// the recursive rules of the path's ancestors already shaped `access` and only the
+    /// path's own are looked up: carving asks this of every entry it lists.
     fn restrict(
         &self,
         path: &Path,
         entry: &Entry,
         access: BitFlags<AccessFs>,
         r: &Rights,
+        ancestors: Ancestors,
     ) -> BitFlags<AccessFs> {
         let mut keeps: Vec<Keep> = Vec::new();
-        for ancestor in path.ancestors() {
+        let covering: &mut dyn Iterator<Item = &Path> = match ancestors {
+            Ancestors::All => &mut path.ancestors(),
+            Ancestors::Applied => &mut std::iter::once(path),
+        };
+        for ancestor in covering {
             if let Some(found) = self.recursive.get(ancestor) {
                 keeps.extend(found);
             }
@@ -196,8 +214,32 @@ impl DenyIndex {
     }
 }
 
-/// The grants of the plan, as (path, access) pairs, with the Block rules carved out.
-fn rules(plan: &LandlockPlan, r: &Rights) -> Vec<(PathBuf, BitFlags<AccessFs>)> {
+/// What a grant is on: a path, or an entry of a directory being carved, which opens
+/// relative to the directory (one name to look up, where the path would walk them all).
+enum Target<'a> {
+    Path(&'a Path),
+    /// A name listed in the open directory (not a symlink when listed).
+    At(&'a OwnedFd, &'a CStr),
+}
+
+impl Target<'_> {
+    /// A descriptor for the rule: O_PATH, so nothing is read or run by opening it.
+    fn open(&self) -> std::io::Result<OwnedFd> {
+        let flags = OFlags::PATH | OFlags::CLOEXEC;
+        Ok(match self {
+            Target::Path(path) => rustix::fs::open(*path, flags, Mode::empty())?,
+            Target::At(dir, name) => {
+                rustix::fs::openat(dir, *name, flags | OFlags::NOFOLLOW, Mode::empty())?
+            }
+        })
+    }
+}
+
+/// Where grants go, as they are found.
+type Sink<'a> = dyn FnMut(Target<'_>, BitFlags<AccessFs>) -> Result<(), LandlockError> + 'a;
+
+/// Passes every grant of the plan to `sink`, with the Block rules carved out.
+fn grant_all(plan: &LandlockPlan, r: &Rights, sink: &mut Sink<'_>) -> Result<(), LandlockError> {
     let writable = if plan.writable_exec {
         r.all
     } else {
@@ -273,14 +315,16 @@ fn rules(plan: &LandlockPlan, r: &Rights) -> Vec<(PathBuf, BitFlags<AccessFs>)> 
             }
         }
     }
-    let index = DenyIndex::new(&denies);
-    let listing = Listing::default();
-    let mut out = Vec::new();
+    let carver = Carver {
+        denies: DenyIndex::new(&denies),
+        listing: Listing::default(),
+        rights: r,
+    };
     for (path, access) in grants {
         let Ok(root) = std::fs::canonicalize(&path) else {
             continue;
         };
-        carve(&root, access, &index, &listing, r, &mut out);
+        carver.carve(&root, access, sink)?;
     }
     for device in &plan.devices {
         let path = PathBuf::from(device);
@@ -291,11 +335,13 @@ fn rules(plan: &LandlockPlan, r: &Rights) -> Vec<(PathBuf, BitFlags<AccessFs>)> 
                 r.file
             };
             // A Block rule on a device holds too (/dev/zero is a file like any other).
-            out.push((path.clone(), index.restrict(&path, &entry, access, r)));
+            let access = carver
+                .denies
+                .restrict(&path, &entry, access, r, Ancestors::All);
+            sink(Target::Path(&path), access)?;
         }
     }
-    out.retain(|(_, access)| !access.is_empty());
-    out
+    Ok(())
 }
 
 /// Resolves rule paths, remembering resolved directories: thousands of rules on files
@@ -398,6 +444,18 @@ impl Entry {
             inode: (meta.dev(), meta.ino()),
         })
     }
+
+    /// The entry `name` of the open directory `dir`, by a stat of it (not following a
+    /// symlink).
+    fn at(dir: &OwnedFd, name: &CStr) -> Option<Entry> {
+        let stat = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).ok()?;
+        let kind = FileType::from_raw_mode(stat.st_mode);
+        Some(Entry {
+            is_dir: kind == FileType::Directory,
+            is_symlink: kind == FileType::Symlink,
+            inode: (stat.st_dev, stat.st_ino),
+        })
+    }
 }
 
 /// Where a directory listing can stand in for a stat of each entry.
@@ -425,82 +483,133 @@ impl Listing {
     /// filesystem of `dir`: true for the local filesystems a root is made of; false for
     /// overlayfs (whose lower files report their own layer's device), FUSE, network
     /// filesystems and anything else unknown, whose entries are stat'd one by one.
-    fn trusts_listing_of(dir: &Path) -> bool {
-        use nix::sys::statfs::{
-            statfs, BTRFS_SUPER_MAGIC, EXT4_SUPER_MAGIC, TMPFS_MAGIC, XFS_SUPER_MAGIC,
+    fn trusts_listing_of(dir: &OwnedFd) -> bool {
+        // ext4, XFS, btrfs, tmpfs (statfs(2) f_type).
+        const TRUSTED: [i64; 4] = [0xef53, 0x5846_5342, 0x9123_683e, 0x0102_1994];
+        rustix::fs::fstatfs(dir).is_ok_and(|fs| TRUSTED.contains(&{ fs.f_type }))
+    }
+}
+
+/// Carving: the plan's grants with the Block rules' paths cut out.
+struct Carver<'r> {
+    denies: DenyIndex,
+    listing: Listing,
+    rights: &'r Rights,
+}
+
+impl Carver<'_> {
+    /// Grants `access` on `path`, except what the denies take away: a covered path gets
+    /// only what its rule keeps; a directory holding a denied path is listed and its
+    /// entries are granted one by one (files created there later get nothing: they are
+    /// not listed yet).
+    fn carve(
+        &self,
+        path: &Path,
+        access: BitFlags<AccessFs>,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), LandlockError> {
+        match Entry::of(path) {
+            Some(entry) => self.carve_entry(
+                path,
+                Target::Path(path),
+                entry,
+                access,
+                Ancestors::All,
+                sink,
+            ),
+            None => Ok(()),
+        }
+    }
+
+    /// `ancestors`: whether the rules on the path's ancestors are still to be applied to
+    /// `access` (at the top), or were, by the carving of its directory.
+    fn carve_entry(
+        &self,
+        path: &Path,
+        target: Target<'_>,
+        entry: Entry,
+        access: BitFlags<AccessFs>,
+        ancestors: Ancestors,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), LandlockError> {
+        // A symlink needs no rule (access is checked on its target), and a rule on it
+        // would land on the target: /usr/bin/X11 -> . would grant all of /usr/bin back.
+        if entry.is_symlink {
+            return Ok(());
+        }
+        let r = self.rights;
+        // Every rule covering the path takes its share; one lying deeper still gets its
+        // turn (a recursive "no exec in /tmp" must not hide a Block of /tmp/secret).
+        let access = self.denies.restrict(path, &entry, access, r, ancestors);
+        if !(entry.is_dir && self.denies.below(path)) {
+            return sink(target, r.fit(entry.is_dir, access));
+        }
+        // A directory that cannot be opened is not listed: nothing in it is granted.
+        let Ok(dir) = target.open_directory() else {
+            return sink(target, access & AccessFs::ReadDir);
         };
-        statfs(dir).is_ok_and(|fs| {
-            [
-                EXT4_SUPER_MAGIC,
-                XFS_SUPER_MAGIC,
-                BTRFS_SUPER_MAGIC,
-                TMPFS_MAGIC,
-            ]
-            .contains(&fs.filesystem_type())
+        sink(target, access & AccessFs::ReadDir)?;
+        let Ok(mut listing) = rustix::fs::Dir::read_from(&dir) else {
+            return Ok(());
+        };
+        // The identity of each entry decides whether it is a hard link of a blocked
+        // file, so where the listing may not tell it exactly, every entry is stat'd.
+        let trusted = Listing::trusts_listing_of(&dir);
+        while let Some(Ok(child)) = listing.read() {
+            let name = child.file_name();
+            if name == c"." || name == c".." {
+                continue;
+            }
+            let child_path = path.join(OsStr::from_bytes(name.to_bytes()));
+            let kind = child.file_type();
+            let listed = if trusted
+                && kind != FileType::Unknown
+                && kind != FileType::Directory
+                && !self.listing.may_be_mount_point(&child_path)
+            {
+                Some(Entry {
+                    is_dir: false,
+                    is_symlink: kind == FileType::Symlink,
+                    inode: (entry.inode.0, child.ino()),
+                })
+            } else {
+                Entry::at(&dir, name)
+            };
+            if let Some(listed) = listed {
+                let target = Target::At(&dir, name);
+                self.carve_entry(
+                    &child_path,
+                    target,
+                    listed,
+                    access,
+                    Ancestors::Applied,
+                    sink,
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Target<'_> {
+    /// The directory itself, open for listing (not following a symlink put in its
+    /// place since it was seen).
+    fn open_directory(&self) -> std::io::Result<OwnedFd> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+        Ok(match self {
+            Target::Path(path) => rustix::fs::open(*path, flags, Mode::empty())?,
+            Target::At(dir, name) => rustix::fs::openat(dir, *name, flags, Mode::empty())?,
         })
     }
 }
 
-/// Grants `access` on `path`, except what the denies take away: a covered path gets only
-/// what its rule keeps; a directory holding a denied path is listed and its entries are
-/// granted one by one (files created there later get nothing: they are not listed yet).
-fn carve(
-    path: &Path,
-    access: BitFlags<AccessFs>,
-    denies: &DenyIndex,
-    listing: &Listing,
-    r: &Rights,
-    out: &mut Vec<(PathBuf, BitFlags<AccessFs>)>,
-) {
-    if let Some(entry) = Entry::of(path) {
-        carve_entry(path, entry, access, denies, listing, r, out);
-    }
-}
-
-fn carve_entry(
-    path: &Path,
-    entry: Entry,
-    access: BitFlags<AccessFs>,
-    denies: &DenyIndex,
-    listing: &Listing,
-    r: &Rights,
-    out: &mut Vec<(PathBuf, BitFlags<AccessFs>)>,
-) {
-    use std::os::unix::fs::DirEntryExt;
-    // A symlink needs no rule (access is checked on its target), and a rule on it would
-    // land on the target: /usr/bin/X11 -> . would grant all of /usr/bin back.
-    if entry.is_symlink {
-        return;
-    }
-    // Every rule covering the path takes its share; one lying deeper still gets its turn
-    // (a recursive "no exec in /tmp" must not hide a Block of /tmp/secret).
-    let access = denies.restrict(path, &entry, access, r);
-    if entry.is_dir && denies.below(path) {
-        out.push((path.to_path_buf(), access & AccessFs::ReadDir));
-        // The identity of each entry decides whether it is a hard link of a blocked
-        // file, so where the listing may not tell it exactly, every entry is stat'd.
-        let trusted = Listing::trusts_listing_of(path);
-        for child in std::fs::read_dir(path).into_iter().flatten().flatten() {
-            let child_path = child.path();
-            let listed = match child.file_type() {
-                Ok(kind)
-                    if trusted && !kind.is_dir() && !listing.may_be_mount_point(&child_path) =>
-                {
-                    Some(Entry {
-                        is_dir: false,
-                        is_symlink: kind.is_symlink(),
-                        inode: (entry.inode.0, child.ino()),
-                    })
-                }
-                _ => Entry::of(&child_path),
-            };
-            if let Some(listed) = listed {
-                carve_entry(&child_path, listed, access, denies, listing, r, out);
-            }
-        }
-        return;
-    }
-    out.push((path.to_path_buf(), r.fit(entry.is_dir, access)));
+/// Which of a path's ancestors' recursive rules [`DenyIndex::restrict`] applies.
+#[derive(Debug, Clone, Copy)]
+enum Ancestors {
+    /// All of them (a path met first).
+    All,
+    /// None: carving applied them to the access its directory passed down.
+    Applied,
 }
 
 fn scopes(plan: &LandlockPlan, abi: ABI) -> BitFlags<Scope> {
