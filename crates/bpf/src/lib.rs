@@ -109,7 +109,8 @@ impl SocketFilter {
     /// Writes `values` (elements laid end to end) into the mmapable array map `name`.
     fn fill_array(&self, name: &'static str, values: &[u8]) -> Result<(), BpfError> {
         let map = self.map(name)?;
-        mapped::fill(map.as_fd(), map.value_size() as usize, values).map_err(|err| BpfError::Fill {
+        let (value_size, max_entries) = (map.value_size() as usize, map.max_entries() as usize);
+        mapped::fill(map.as_fd(), value_size, max_entries, values).map_err(|err| BpfError::Fill {
             map: name,
             message: err.to_string(),
         })

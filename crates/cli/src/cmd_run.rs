@@ -304,9 +304,15 @@ fn run_sandbox(args: &RunArgs, id: &str) -> Outcome {
     };
     match cache.load_files(&profile.policy_files(&source)) {
         Ok(loaded) => {
+            let (before, findings_before) = (request.policies.len(), request.policy_findings.len());
             request.policies.extend(loaded.policies);
             request.policy_findings.extend(loaded.diagnostics);
-            uncached.extend(loaded.pending);
+            uncached.extend(
+                loaded
+                    .pending
+                    .into_iter()
+                    .map(|p| p.shifted(before, findings_before)),
+            );
         }
         Err((file, err)) => {
             return Outcome::failed(

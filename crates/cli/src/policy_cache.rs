@@ -4,21 +4,24 @@
 //! rules take it about 17 ms, a third of what such a policy adds to a start. A JupyterHub
 //! starts many sandboxes with the same few files, so `moat run` keeps each file's parse
 //! and check (policies and diagnostics) as JSON, which reads back about four times as
-//! fast, in a root-only directory under /run/moat (cleared at boot).
+//! fast, in a root-only directory under /run/moat.
 //!
-//! An entry is named by a hash of moat's version, the file's path and its whole text,
-//! and holds the version, the path, the text's length and a second, independent hash of
-//! it, which must all match: a file that changed, or a moat that was upgraded, misses
-//! and is parsed again. Anything wrong with the cache (not root's, not private, an entry
-//! that does not read back) is a miss, never an error, and an entry is only stored if it
-//! reads back equal to the parse: the cache can make a start faster, not different.
-//! Entries are written while the sandbox runs, off the start's path (a sandbox that
-//! ends within milliseconds may end first, and leave that to the next start, or to
-//! `moat policy check`), and at most [`MAX_ENTRIES`] are kept, least recently used first
-//! out.
+//! An entry is named by a hash of the moat binary's identity (device, inode, size and
+//! modification time of the running executable, so a rebuild or an upgrade counts even
+//! when the version number does not change), the file's path and its whole text, and
+//! holds that identity, the path, the text's length and a second, independent hash of
+//! the text, which must all match: a file that changed, or a moat that was replaced,
+//! misses and is parsed again. Anything wrong with the cache (not root's, not private,
+//! an entry that does not read back) is a miss, never an error, and an entry is only
+//! stored if it reads back equal to the parse: the cache can make a start faster, not
+//! different. Entries are written while the sandbox runs, off the start's path (a
+//! sandbox that ends within milliseconds may end first, and leave that to the next
+//! start), and at most [`MAX_ENTRIES`] entries and [`MAX_BYTES`] bytes are kept, least
+//! recently used first out.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::Write;
+use std::ops::Range;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -28,14 +31,18 @@ use serde::{Deserialize, Serialize};
 /// Entries kept; the least recently used go first.
 pub const MAX_ENTRIES: usize = 64;
 
+/// Bytes kept (an entry is about three times its YAML: 10,000 rules make 1.3 MB).
+pub const MAX_BYTES: u64 = 64 << 20;
+
 /// Changes when the entries' layout does.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 /// One file's parse, as stored.
 #[derive(Serialize, Deserialize)]
 struct Entry {
     format: u32,
-    moat: String,
+    /// [`build_identity`] of the moat that stored it.
+    build: String,
     file: PathBuf,
     /// Hash of the text (a second one, independent of the entry's name).
     text_hash: u64,
@@ -50,13 +57,27 @@ pub struct PolicyCache {
     dir: PathBuf,
 }
 
-/// A parse to store once the sandbox has started.
+/// A parse to store once the sandbox has started, and which of the policies and
+/// diagnostics loaded with it are its own (a file listed twice is in them twice).
 #[derive(Debug, Clone)]
 pub struct Pending {
     file: PathBuf,
     key: String,
+    build: String,
     text_hash: u64,
     text_len: usize,
+    policies: Range<usize>,
+    diagnostics: Range<usize>,
+}
+
+impl Pending {
+    /// The same parse, once `policies` policies and `diagnostics` diagnostics are put
+    /// before those it was loaded with.
+    pub fn shifted(mut self, policies: usize, diagnostics: usize) -> Pending {
+        self.policies = self.policies.start + policies..self.policies.end + policies;
+        self.diagnostics = self.diagnostics.start + diagnostics..self.diagnostics.end + diagnostics;
+        self
+    }
 }
 
 /// The policies and diagnostics of some files, and the parses not cached yet.
@@ -66,10 +87,25 @@ pub struct Loaded {
     pub pending: Vec<Pending>,
 }
 
-fn hash_of(salt: &str, file: &Path, text: &str) -> u64 {
+fn hash_of(salt: &str, build: &str, file: &Path, text: &str) -> u64 {
     let mut hasher = DefaultHasher::new();
-    (salt, FORMAT, env!("CARGO_PKG_VERSION"), file, text).hash(&mut hasher);
+    (salt, FORMAT, build, file, text).hash(&mut hasher);
     hasher.finish()
+}
+
+/// The running moat binary: its version and the device, inode, size and modification
+/// time of its executable. None if that cannot be read (then nothing is cached).
+fn build_identity() -> Option<String> {
+    let exe = std::fs::metadata("/proc/self/exe").ok()?;
+    Some(format!(
+        "{} {}:{} {} {}.{}",
+        env!("CARGO_PKG_VERSION"),
+        exe.dev(),
+        exe.ino(),
+        exe.size(),
+        exe.mtime(),
+        exe.mtime_nsec()
+    ))
 }
 
 impl PolicyCache {
@@ -83,7 +119,7 @@ impl PolicyCache {
     /// Reads, parses and checks `files`, from the cache where it has them; the first
     /// file that cannot be read is an error.
     pub fn load_files(&self, files: &[PathBuf]) -> Result<Loaded, (PathBuf, std::io::Error)> {
-        let usable = self.usable();
+        let build = build_identity().filter(|_| self.usable());
         let mut loaded = Loaded {
             policies: Vec::new(),
             diagnostics: Vec::new(),
@@ -91,24 +127,30 @@ impl PolicyCache {
         };
         for file in files {
             let text = std::fs::read_to_string(file).map_err(|err| (file.clone(), err))?;
-            let key = format!("{:016x}", hash_of("name", file, &text));
-            let text_hash = hash_of("text", file, &text);
-            let pending = Pending {
+            let wanted = build.as_ref().map(|build| Pending {
                 file: file.clone(),
-                key,
-                text_hash,
+                key: format!("{:016x}", hash_of("name", build, file, &text)),
+                build: build.clone(),
+                text_hash: hash_of("text", build, file, &text),
                 text_len: text.len(),
-            };
-            let hit = if usable { self.read(&pending) } else { None };
+                policies: 0..0,
+                diagnostics: 0..0,
+            });
+            let hit = wanted.as_ref().and_then(|wanted| self.read(wanted));
+            let missed = hit.is_none();
             let (policies, diagnostics) = match hit {
                 Some(entry) => (entry.policies, entry.diagnostics),
-                None => {
-                    if usable {
-                        loaded.pending.push(pending);
-                    }
-                    check_text(file, &text)
-                }
+                None => check_text(file, &text),
             };
+            if let (Some(mut pending), true) = (wanted, missed) {
+                // Once per parse: a file listed twice with the same text is stored once.
+                if loaded.pending.iter().all(|p| p.key != pending.key) {
+                    let (at, findings_at) = (loaded.policies.len(), loaded.diagnostics.len());
+                    pending.policies = at..at + policies.len();
+                    pending.diagnostics = findings_at..findings_at + diagnostics.len();
+                    loaded.pending.push(pending);
+                }
+            }
             loaded.policies.extend(policies);
             loaded.diagnostics.extend(diagnostics);
         }
@@ -139,7 +181,7 @@ impl PolicyCache {
         let bytes = std::fs::read(&path).ok()?;
         let entry: Entry = serde_json::from_slice(&bytes).ok()?;
         let same = entry.format == FORMAT
-            && entry.moat == env!("CARGO_PKG_VERSION")
+            && entry.build == wanted.build
             && entry.file == wanted.file
             && entry.text_hash == wanted.text_hash
             && entry.text_len == wanted.text_len;
@@ -153,9 +195,9 @@ impl PolicyCache {
         Some(entry)
     }
 
-    /// Stores the parses of `pending` (their policies and diagnostics are taken from
-    /// `policies` and `diagnostics`, by file), then prunes the oldest entries. Failures
-    /// are ignored: the next start parses again.
+    /// Stores the parses of `pending` (each takes its own range of `policies` and
+    /// `diagnostics`), then prunes the oldest entries. Failures are ignored: the next
+    /// start parses again.
     pub fn store(
         &self,
         pending: &[Pending],
@@ -163,22 +205,20 @@ impl PolicyCache {
         diagnostics: &[Diagnostic],
     ) {
         for item in pending {
+            let (Some(own_policies), Some(own_diagnostics)) = (
+                policies.get(item.policies.clone()),
+                diagnostics.get(item.diagnostics.clone()),
+            ) else {
+                continue;
+            };
             let entry = Entry {
                 format: FORMAT,
-                moat: env!("CARGO_PKG_VERSION").to_string(),
+                build: item.build.clone(),
                 file: item.file.clone(),
                 text_hash: item.text_hash,
                 text_len: item.text_len,
-                policies: policies
-                    .iter()
-                    .filter(|p| p.file == item.file)
-                    .cloned()
-                    .collect(),
-                diagnostics: diagnostics
-                    .iter()
-                    .filter(|d| d.file == item.file)
-                    .cloned()
-                    .collect(),
+                policies: own_policies.to_vec(),
+                diagnostics: own_diagnostics.to_vec(),
             };
             // Stored only if JSON gives back exactly this parse.
             let Ok(bytes) = serde_json::to_vec(&entry) else {
@@ -215,21 +255,24 @@ impl PolicyCache {
         result
     }
 
-    /// Keeps the [`MAX_ENTRIES`] most recently used entries, and removes temporary files
-    /// of writes cut short (older than a minute).
+    /// Keeps the most recently used entries, at most [`MAX_ENTRIES`] and [`MAX_BYTES`],
+    /// and removes temporary files of writes cut short (older than a minute).
     fn prune(&self) {
         let Ok(listing) = std::fs::read_dir(&self.dir) else {
             return;
         };
         let now = std::time::SystemTime::now();
-        let mut entries: Vec<(std::time::SystemTime, PathBuf)> = Vec::new();
+        let mut entries: Vec<(std::time::SystemTime, PathBuf, u64)> = Vec::new();
         for listed in listing.flatten() {
-            let Some(modified) = listed.metadata().ok().and_then(|m| m.modified().ok()) else {
+            let Some(meta) = listed.metadata().ok() else {
+                continue;
+            };
+            let Ok(modified) = meta.modified() else {
                 continue;
             };
             let name = listed.file_name().to_string_lossy().into_owned();
             if name.ends_with(".json") {
-                entries.push((modified, listed.path()));
+                entries.push((modified, listed.path(), meta.len()));
             } else if name.ends_with(".tmp")
                 && now
                     .duration_since(modified)
@@ -238,12 +281,14 @@ impl PolicyCache {
                 let _ = std::fs::remove_file(listed.path());
             }
         }
-        if entries.len() <= MAX_ENTRIES {
-            return;
-        }
-        entries.sort();
-        for (_, path) in &entries[..entries.len() - MAX_ENTRIES] {
-            let _ = std::fs::remove_file(path);
+        // Newest first: kept while within both limits.
+        entries.sort_by_key(|entry| std::cmp::Reverse(entry.0));
+        let mut bytes = 0;
+        for (index, (_, path, size)) in entries.iter().enumerate() {
+            bytes += size;
+            if index >= MAX_ENTRIES || bytes > MAX_BYTES {
+                let _ = std::fs::remove_file(path);
+            }
         }
     }
 }
@@ -317,7 +362,7 @@ mod tests {
         // An entry for other text under this file's name: checked, not trusted.
         let mut text = serde_json::to_value(Entry {
             format: FORMAT,
-            moat: env!("CARGO_PKG_VERSION").into(),
+            build: first.pending[0].build.clone(),
             file: file.clone(),
             text_hash: 1,
             text_len: POLICY.len(),
@@ -342,6 +387,54 @@ mod tests {
             "control: the matching entry is used"
         );
         assert!(forged.policies.is_empty());
+    }
+
+    #[test]
+    fn a_file_listed_twice_is_stored_once_with_its_own_parse() {
+        let (dir, cache, file) = setup();
+        let other = dir.path().join("other.yaml");
+        std::fs::write(&other, POLICY.replace("name: p", "name: other")).unwrap();
+        let files = [file.clone(), other.clone(), file.clone()];
+        let first = cache.load_files(&files).unwrap();
+        assert_eq!(first.policies.len(), 3);
+        assert_eq!(
+            first.pending.len(),
+            2,
+            "one parse per distinct file and text"
+        );
+        // As cmd_run does: more policies (a profile's) put in front of these.
+        let mut policies = first.policies.clone();
+        policies.insert(0, first.policies[1].clone());
+        let pending: Vec<Pending> = first
+            .pending
+            .iter()
+            .map(|p| p.clone().shifted(1, 0))
+            .collect();
+        cache.store(&pending, &policies, &first.diagnostics);
+        for (listed, name) in [(&file, "p"), (&other, "other")] {
+            let again = cache.load_files(std::slice::from_ref(listed)).unwrap();
+            assert!(again.pending.is_empty(), "{name}: a hit");
+            assert_eq!(again.policies.len(), 1, "{name}: its own parse, once");
+            assert_eq!(again.policies[0].policy.metadata.name, name);
+        }
+    }
+
+    #[test]
+    fn another_build_of_moat_misses() {
+        let (_dir, cache, file) = setup();
+        let first = cache.load_files(std::slice::from_ref(&file)).unwrap();
+        cache.store(&first.pending, &first.policies, &first.diagnostics);
+        let stored = cache.path_of(&first.pending[0].key);
+        let mut entry: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&stored).unwrap()).unwrap();
+        entry["build"] = "0.1.0 1:2 3 4.5".into();
+        std::fs::write(&stored, entry.to_string()).unwrap();
+        let again = cache.load_files(std::slice::from_ref(&file)).unwrap();
+        assert_eq!(
+            again.pending.len(),
+            1,
+            "stored by another build: parsed again"
+        );
     }
 
     #[test]
