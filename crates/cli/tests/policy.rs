@@ -1223,3 +1223,60 @@ fn cached_policy_parses_enforce_the_same_and_follow_edits() {
     assert_eq!(edited.stdout, "readable\n", "{}", edited.stderr);
     let _ = std::fs::remove_file(entry);
 }
+
+/// A Block rule on a path that does not exist yet, in a directory that does not exist
+/// either, holds: its nearest existing directory is carved, so the workload cannot create
+/// it, while what exists around it stays usable (files new to a carved directory get
+/// nothing: docs/policy.md).
+#[test]
+fn block_rules_on_paths_that_do_not_exist_yet_hold_when_created() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let home = scratch.join("home");
+    let policy = policy_file(
+        &scratch,
+        "future.yaml",
+        "  action: Block\n  file:\n    matchPaths:\n      - path: /home/jovyan/later/inner/secret\n      - path: /home/jovyan/later/inner/other\n",
+    );
+    let script = "mkdir -p ~/later/inner 2>/dev/null && echo made-dir; \
+        echo x > ~/later/inner/secret 2>/dev/null && echo wrote-secret; \
+        echo y >> ~/notes.txt && echo wrote-notes";
+    let home_arg = home.to_str().unwrap();
+    let fresh_home = || {
+        let _ = std::fs::remove_dir_all(&home);
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::write(home.join("notes.txt"), "notes\n").unwrap();
+        for (path, mode) in [(home.clone(), 0o777), (home.join("notes.txt"), 0o666)] {
+            std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .unwrap();
+        }
+    };
+    fresh_home();
+    let blocked = sh(
+        &[
+            "--home",
+            home_arg,
+            "--policy",
+            &policy,
+            "--label",
+            "team=blue",
+        ],
+        script,
+    );
+    assert_eq!(
+        blocked.stdout.lines().collect::<Vec<_>>(),
+        ["wrote-notes"],
+        "the blocked path must not come into being: {}",
+        blocked.stderr
+    );
+    fresh_home();
+    let free = sh(&["--home", home_arg], script);
+    assert_eq!(
+        free.stdout.lines().collect::<Vec<_>>(),
+        ["made-dir", "wrote-secret", "wrote-notes"],
+        "control: {}",
+        free.stderr
+    );
+}
