@@ -102,6 +102,26 @@ fn alerts(path: &Path) -> Vec<BTreeMap<String, serde_json::Value>> {
         .collect()
 }
 
+/// The programs with `tables`, attached to `cgroup`, and a reader writing their alerts to
+/// a file of their own (kept until the directory is dropped).
+fn enforce(
+    tables: &sockrules::SocketTables,
+    cgroup: &Cgroup,
+) -> (moat_bpf::alerts::AlertsHandle, tempfile::TempDir, PathBuf) {
+    let filter = SocketFilter::load(tables, true).expect("load the programs");
+    filter.attach(&cgroup.0, None).expect("attach");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("alerts.jsonl");
+    let context = AlertContext {
+        id: "test".into(),
+        ..AlertContext::default()
+    };
+    let reader =
+        moat_bpf::alerts::spawn(filter, tables, context, AlertWriter::open(&file).unwrap())
+            .unwrap();
+    (reader, dir, file)
+}
+
 fn connect(port: u16) -> String {
     format!("exec 3<>/dev/tcp/127.0.0.1/{port}")
 }
@@ -134,17 +154,7 @@ fn destination_rules_block_audit_and_report() {
         ..NetworkRules::default()
     };
     let tables = sockrules::compile(&rules);
-    let filter = SocketFilter::load(&tables, true).expect("load the programs");
-    filter.attach(&ruled.0, None).expect("attach");
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("alerts.jsonl");
-    let context = AlertContext {
-        id: "test".into(),
-        ..AlertContext::default()
-    };
-    let reader =
-        moat_bpf::alerts::spawn(filter, &tables, context, AlertWriter::open(&file).unwrap())
-            .unwrap();
+    let (reader, _dir, file) = enforce(&tables, &ruled);
 
     let (status, stderr) = ruled.run(&connect(port(&blocked)));
     assert_ne!(status, 0, "the blocked port must refuse");
@@ -262,17 +272,7 @@ fn allow_lists_fall_to_the_default_posture_and_protocols_are_ruled() {
         ..NetworkRules::default()
     };
     let tables = sockrules::compile(&rules);
-    let filter = SocketFilter::load(&tables, true).unwrap();
-    filter.attach(&ruled.0, None).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("alerts.jsonl");
-    let reader = moat_bpf::alerts::spawn(
-        filter,
-        &tables,
-        AlertContext::default(),
-        AlertWriter::open(&file).unwrap(),
-    )
-    .unwrap();
+    let (reader, _dir, file) = enforce(&tables, &ruled);
 
     assert_eq!(ruled.run(&connect(port(&allowed))).0, 0);
     assert_ne!(
@@ -334,17 +334,7 @@ fn ipv6_destinations_meet_their_own_rules() {
     };
     let tables = sockrules::compile(&rules);
     assert_eq!((tables.v4.len(), tables.v6.len()), (9, 3));
-    let filter = SocketFilter::load(&tables, true).expect("load the programs");
-    filter.attach(&ruled.0, None).expect("attach");
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("alerts.jsonl");
-    let reader = moat_bpf::alerts::spawn(
-        filter,
-        &tables,
-        AlertContext::default(),
-        AlertWriter::open(&file).unwrap(),
-    )
-    .unwrap();
+    let (reader, _dir, file) = enforce(&tables, &ruled);
     let connect6 = |address: &str, port: u16| {
         format!(
             "python3 -c 'import socket; s=socket.socket(socket.AF_INET6); s.connect((\"{address}\", {port}))'"

@@ -93,6 +93,11 @@ fn unreadable_files_and_json_output() {
         .all(|f| f["line"].as_u64().unwrap() > 1 && f["level"] == "error"));
 }
 
+/// `moat run` options: a home, and a policy that selects the sandbox (`team=blue`).
+fn with_policy<'a>(home: &'a str, policy: &'a str) -> [&'a str; 6] {
+    ["--home", home, "--policy", policy, "--label", "team=blue"]
+}
+
 fn policy_file(scratch: &Scratch, name: &str, body: &str) -> String {
     let path = scratch.join(name);
     let text = format!(
@@ -181,17 +186,7 @@ fn file_block_follows_symlinks_and_read_only_keeps_reading() {
     );
     let script = "head -c0 /etc/os-release 2>/dev/null && echo os-release-readable; cat ~/notes/a.txt; touch ~/notes/b 2>/dev/null && echo notes-writable; touch ~/other && echo home-writable";
     let home_arg = home.to_str().unwrap();
-    let blocked = sh(
-        &[
-            "--home",
-            home_arg,
-            "--policy",
-            &policy,
-            "--label",
-            "team=blue",
-        ],
-        script,
-    );
+    let blocked = sh(&with_policy(home_arg, &policy), script);
     assert_eq!(
         blocked.stdout.lines().collect::<Vec<_>>(),
         ["notes", "home-writable"],
@@ -1254,17 +1249,7 @@ fn block_rules_on_paths_that_do_not_exist_yet_hold_when_created() {
         }
     };
     fresh_home();
-    let blocked = sh(
-        &[
-            "--home",
-            home_arg,
-            "--policy",
-            &policy,
-            "--label",
-            "team=blue",
-        ],
-        script,
-    );
+    let blocked = sh(&with_policy(home_arg, &policy), script);
     assert_eq!(
         blocked.stdout.lines().collect::<Vec<_>>(),
         ["wrote-notes"],
