@@ -74,7 +74,19 @@ fn map_error(map: &'static str) -> impl Fn(libbpf_rs::Error) -> BpfError {
 impl SocketFilter {
     /// Loads the programs with `tables`. With `report`, every decision a rule names (and
     /// every default-posture denial) goes to the ring buffer for [`alerts::spawn`].
+    ///
+    /// Only the programs whose hooks the rules can decide anything at are loaded: the
+    /// verifier takes about 1.7 ms per address program, and a policy of protocol rules
+    /// alone needs none of the four.
     pub fn load(tables: &SocketTables, report: bool) -> Result<SocketFilter, BpfError> {
+        SocketFilter::load_programs(tables, report, Hooks::of(tables))
+    }
+
+    fn load_programs(
+        tables: &SocketTables,
+        report: bool,
+        hooks: Hooks,
+    ) -> Result<SocketFilter, BpfError> {
         let load = |err: libbpf_rs::Error| BpfError::Load(err.to_string());
         let too_many = || BpfError::Load("too many rules for one table".into());
         let v4_ranges = u32::try_from(tables.v4.len()).map_err(|_| too_many())?;
@@ -89,6 +101,15 @@ impl SocketFilter {
             };
             let entries = u32::try_from(entries.max(1)).map_err(|_| too_many())?;
             map.set_max_entries(entries).map_err(load)?;
+        }
+        for mut program in open.progs_mut() {
+            let wanted = match program.name().to_str() {
+                Some("moat_connect4" | "moat_connect6") => hooks.connect,
+                Some("moat_sendmsg4" | "moat_sendmsg6") => hooks.sendmsg,
+                Some("moat_sock_create") => hooks.sock_create,
+                _ => true,
+            };
+            program.set_autoload(wanted);
         }
         let object = open.load().map_err(load)?;
         let filter = SocketFilter {
@@ -184,7 +205,7 @@ impl SocketFilter {
             .map_err(map_error("settings"))
     }
 
-    /// Attaches every program to the cgroup v2 directory `cgroup`, where they stay until
+    /// Attaches every loaded program to the cgroup v2 directory `cgroup`, where they stay until
     /// the cgroup is removed. Processes moved into the cgroup afterwards are covered.
     ///
     /// `sandbox_init` (its pid as moat sees it), if given, is the sandbox's init: events
@@ -197,7 +218,7 @@ impl SocketFilter {
             source,
         };
         let directory = std::fs::File::open(cgroup).map_err(attach_err)?;
-        for program in self.object.progs() {
+        for program in self.object.progs().filter(|p| p.autoload()) {
             attach::to_cgroup(&program, &directory).map_err(attach_err)?;
         }
         Ok(())
@@ -229,8 +250,45 @@ fn range_rows<'a>(ranges: impl Iterator<Item = &'a AddressRange>) -> Vec<u8> {
     values
 }
 
-/// Whether this kernel loads the socket programs (for `moat doctor`): loads them with
-/// empty tables, attaches nothing.
+/// Whether this kernel loads the socket programs (for `moat doctor`): loads every one of
+/// them with empty tables, attaches nothing.
 pub fn probe() -> Result<(), BpfError> {
-    SocketFilter::load(&SocketTables::default(), false).map(drop)
+    SocketFilter::load_programs(&SocketTables::default(), false, Hooks::ALL).map(drop)
+}
+
+/// The hooks whose programs are loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hooks {
+    /// `connect4`, `connect6`.
+    pub connect: bool,
+    /// `sendmsg4`, `sendmsg6`: datagrams sent with an address.
+    pub sendmsg: bool,
+    /// `sock_create`.
+    pub sock_create: bool,
+}
+
+impl Hooks {
+    const ALL: Hooks = Hooks {
+        connect: true,
+        sendmsg: true,
+        sock_create: true,
+    };
+
+    /// Where `tables` can decide something. Connections, when any destination has a rule
+    /// or destinations are allow-listed; datagrams, when one of those rules is not for
+    /// TCP alone (a segment has a verdict for UDP or other protocols) or destinations are
+    /// allow-listed; sockets, when a protocol has a rule or protocols are allow-listed.
+    pub fn of(tables: &SocketTables) -> Hooks {
+        let destinations = !tables.v4.is_empty() || !tables.v6.is_empty();
+        let datagrams = tables
+            .segments
+            .iter()
+            .any(|segment| segment.verdicts[1..].iter().any(|v| v.action != 0));
+        Hooks {
+            connect: destinations || tables.address_allow_list,
+            sendmsg: datagrams || tables.address_allow_list,
+            sock_create: tables.protocols.iter().any(|v| v.action != 0)
+                || tables.protocol_allow_list,
+        }
+    }
 }

@@ -374,3 +374,89 @@ fn ipv6_destinations_meet_their_own_rules() {
         format!("remoteip=::1 port={} protocol=TCP", port(&blocked))
     );
 }
+
+/// Only the programs whose hooks the rules can decide anything at are loaded, and a
+/// policy whose destination rules are all for TCP leaves datagrams alone.
+#[test]
+fn programs_load_only_where_rules_can_decide() {
+    use moat_bpf::Hooks;
+    let tcp_only = NetworkRules {
+        addresses: vec![address("127.0.0.1/32", 9, Action::Block, "tcp-only")],
+        ..NetworkRules::default()
+    };
+    let any_protocol = NetworkRules {
+        addresses: vec![AddressRule {
+            protocol: None,
+            ..address("127.0.0.1/32", 9, Action::Block, "any")
+        }],
+        ..NetworkRules::default()
+    };
+    let protocols_only = NetworkRules {
+        protocols: vec![ProtocolRule {
+            protocol: "udp".into(),
+            action: Action::Block,
+            label: label("no-udp"),
+        }],
+        ..NetworkRules::default()
+    };
+    let hooks = |rules: &NetworkRules| Hooks::of(&sockrules::compile(rules));
+    assert_eq!(
+        hooks(&tcp_only),
+        Hooks {
+            connect: true,
+            sendmsg: false,
+            sock_create: false
+        }
+    );
+    assert_eq!(
+        hooks(&any_protocol),
+        Hooks {
+            connect: true,
+            sendmsg: true,
+            sock_create: false
+        }
+    );
+    assert_eq!(
+        hooks(&protocols_only),
+        Hooks {
+            connect: false,
+            sendmsg: false,
+            sock_create: true
+        }
+    );
+
+    // On the kernel: the TCP rule holds, and a datagram to the same port goes out.
+    let (Some(ruled), Some(control)) = (Cgroup::new("tcp-only"), Cgroup::new("tcp-control")) else {
+        return;
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (tcp_port, udp_port) = (
+        listener.local_addr().unwrap().port(),
+        udp.local_addr().unwrap().port(),
+    );
+    let rules = NetworkRules {
+        addresses: vec![
+            address("127.0.0.1/32", tcp_port, Action::Block, "tcp-only"),
+            address("127.0.0.1/32", udp_port, Action::Block, "tcp-only-too"),
+        ],
+        ..NetworkRules::default()
+    };
+    let tables = sockrules::compile(&rules);
+    assert!(!Hooks::of(&tables).sendmsg);
+    let (reader, _dir, file) = enforce(&tables, &ruled);
+    let refused = ruled.run(&connect(tcp_port));
+    assert!(
+        refused.1.contains("Operation not permitted"),
+        "{}",
+        refused.1
+    );
+    assert_eq!(control.run(&connect(tcp_port)).0, 0, "control");
+    let send = format!(
+        "python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b\"x\", (\"127.0.0.1\", {udp_port}))'"
+    );
+    assert_eq!(ruled.run(&send).0, 0, "a TCP rule does not stop a datagram");
+    let report = reader.finish();
+    assert_eq!(report.error, None);
+    assert_eq!(alerts(&file).len(), 1, "the refused connect only");
+}
