@@ -1265,3 +1265,66 @@ fn block_rules_on_paths_that_do_not_exist_yet_hold_when_created() {
         free.stderr
     );
 }
+
+/// A directory bind-mounted onto another name is the same inode: a grant on the alias
+/// would be a grant on the blocked directory's contents. Both for a file Block inside the
+/// directory and a recursive directory Block, the alias is carved as the directory.
+#[test]
+fn a_blocked_directory_stays_blocked_when_it_is_bind_mounted_elsewhere() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let Some(image) = busybox_image(&scratch) else {
+        return;
+    };
+    let data = image.join("data");
+    std::fs::create_dir_all(data.join("dir1")).unwrap();
+    std::fs::create_dir_all(data.join("dir2")).unwrap();
+    std::fs::write(data.join("dir1/secret"), "TOPSECRET\n").unwrap();
+    std::fs::write(data.join("dir1/other"), "OTHER\n").unwrap();
+    let mounted = std::process::Command::new("mount")
+        .arg("--bind")
+        .arg(data.join("dir1"))
+        .arg(data.join("dir2"))
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let _unmount = BindMount(data.join("dir2"));
+    let image = image.to_str().unwrap();
+    let read = "cat /data/dir1/secret /data/dir2/secret /data/dir1/other 2>&1; true";
+    for (name, rule) in [
+        (
+            "file-in-dir.yaml",
+            "  file:\n    matchPaths:\n      - path: /data/dir1/secret\n        action: Block\n",
+        ),
+        (
+            "dir.yaml",
+            "  file:\n    matchDirectories:\n      - dir: /data/dir1/\n        recursive: true\n        action: Block\n",
+        ),
+    ] {
+        let policy = policy_file(&scratch, name, rule);
+        let ran = sh(
+            &["--rootfs", image, "--policy", &policy, "--label", "team=blue"],
+            read,
+        );
+        assert!(
+            !ran.stdout.contains("TOPSECRET"),
+            "{name}: {}{}",
+            ran.stdout,
+            ran.stderr
+        );
+        assert!(
+            ran.stdout.matches("Permission denied").count() >= 2,
+            "{name}: {}",
+            ran.stdout
+        );
+    }
+    let control = sh(&["--rootfs", image], read);
+    assert_eq!(
+        control.stdout.matches("TOPSECRET").count(),
+        2,
+        "control: {}",
+        control.stdout
+    );
+}

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{CStr, OsStr};
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -36,6 +36,15 @@ pub enum LandlockError {
     /// The kernel enforced less than asked.
     #[error("the kernel enforced the ruleset only partially ({0:?})")]
     Partial(RulesetStatus),
+    /// Carving the rules ran out of descriptors or memory.
+    #[error("cannot carve the Landlock rules at {what}")]
+    Carve {
+        /// The path or name being opened.
+        what: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The host's Landlock ABI, checked against what the plan requires.
@@ -69,9 +78,11 @@ pub fn restrict_self(plan: &LandlockPlan) -> Result<(), LandlockError> {
         if access.is_empty() {
             return Ok(());
         }
-        // A path that vanished since it was listed grants nothing: skip it.
-        let Ok(fd) = target.open() else {
-            return Ok(());
+        let fd = match target.open() {
+            Ok(fd) => fd,
+            Err(err) if out_of_resources(&err) => return Err(target.failed(err)),
+            // A path that vanished since it was listed grants nothing: skip it.
+            Err(_) => return Ok(()),
         };
         (&mut created).add_rule(PathBeneath::new(fd, access))?;
         Ok(())
@@ -144,9 +155,34 @@ struct DenyIndex {
     direct_files_of: HashMap<PathBuf, Vec<Keep>>,
     inodes: HashMap<(u64, u64), Vec<Keep>>,
     above: HashSet<PathBuf>,
+    /// Device and inode of every directory a rule reaches into or blocks, by path: a
+    /// second name of one (a bind mount) met while carving is carved as the directory
+    /// itself, since a grant on it would be a grant on that directory's inode.
+    directories: HashMap<(u64, u64), PathBuf>,
 }
 
 impl DenyIndex {
+    /// Stats the directories rules reach into or block, for [`DenyIndex::directory_named`].
+    fn learn_directories(&mut self, denies: &[Deny]) {
+        let blocked = denies.iter().filter(|d| d.directory).map(|d| &d.path);
+        for path in self.above.iter().chain(blocked) {
+            if let Ok(stat) = rustix::fs::lstat(path) {
+                if FileType::from_raw_mode(stat.st_mode) == FileType::Directory {
+                    self.directories
+                        .insert((stat.st_dev, stat.st_ino), path.clone());
+                }
+            }
+        }
+    }
+
+    /// The path of the directory a rule reaches into or blocks that `entry` is, if any.
+    fn directory_named(&self, entry: &Entry) -> Option<&Path> {
+        if !entry.is_dir {
+            return None;
+        }
+        self.directories.get(&entry.inode).map(PathBuf::as_path)
+    }
+
     fn new(denies: &[Deny]) -> DenyIndex {
         let mut index = DenyIndex {
             files: HashMap::new(),
@@ -154,6 +190,7 @@ impl DenyIndex {
             direct_files_of: HashMap::new(),
             inodes: HashMap::new(),
             above: HashSet::new(),
+            directories: HashMap::new(),
         };
         for deny in denies {
             let map = match (deny.directory, deny.recursive) {
@@ -216,10 +253,11 @@ impl DenyIndex {
 
 /// What a grant is on: a path, or an entry of a directory being carved, which opens
 /// relative to the directory (one name to look up, where the path would walk them all).
+#[derive(Clone, Copy)]
 enum Target<'a> {
     Path(&'a Path),
     /// A name listed in the open directory (not a symlink when listed).
-    At(&'a OwnedFd, &'a CStr),
+    At(BorrowedFd<'a>, &'a CStr),
 }
 
 impl Target<'_> {
@@ -232,6 +270,25 @@ impl Target<'_> {
                 rustix::fs::openat(dir, *name, flags | OFlags::NOFOLLOW, Mode::empty())?
             }
         })
+    }
+}
+
+/// Whether a failed open or listing means the process ran out of something, which must
+/// fail the start rather than quietly grant less than the plan says.
+fn out_of_resources(err: &std::io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)
+    )
+}
+
+impl Target<'_> {
+    fn failed(&self, source: std::io::Error) -> LandlockError {
+        let what = match self {
+            Target::Path(path) => path.display().to_string(),
+            Target::At(_, name) => name.to_string_lossy().into_owned(),
+        };
+        LandlockError::Carve { what, source }
     }
 }
 
@@ -315,10 +372,13 @@ fn grant_all(plan: &LandlockPlan, r: &Rights, sink: &mut Sink<'_>) -> Result<(),
             }
         }
     }
+    let mut index = DenyIndex::new(&denies);
+    index.learn_directories(&denies);
     let carver = Carver {
-        denies: DenyIndex::new(&denies),
+        denies: index,
         listing: Listing::default(),
         rights: r,
+        listing_now: std::cell::RefCell::new(HashSet::new()),
     };
     for (path, access) in grants {
         let Ok(root) = std::fs::canonicalize(&path) else {
@@ -469,7 +529,7 @@ impl Entry {
 
     /// The entry `name` of the open directory `dir`, by a stat of it (not following a
     /// symlink).
-    fn at(dir: &OwnedFd, name: &CStr) -> Option<Entry> {
+    fn at(dir: BorrowedFd<'_>, name: &CStr) -> Option<Entry> {
         let stat = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).ok()?;
         let kind = FileType::from_raw_mode(stat.st_mode);
         Some(Entry {
@@ -505,7 +565,7 @@ impl Listing {
     /// filesystem of `dir`: true for the local filesystems a root is made of; false for
     /// overlayfs (whose lower files report their own layer's device), FUSE, network
     /// filesystems and anything else unknown, whose entries are stat'd one by one.
-    fn trusts_listing_of(dir: &OwnedFd) -> bool {
+    fn trusts_listing_of(dir: BorrowedFd<'_>) -> bool {
         // ext4, XFS, btrfs, tmpfs (statfs(2) f_type).
         const TRUSTED: [i64; 4] = [0xef53, 0x5846_5342, 0x9123_683e, 0x0102_1994];
         rustix::fs::fstatfs(dir).is_ok_and(|fs| TRUSTED.contains(&{ fs.f_type }))
@@ -517,6 +577,9 @@ struct Carver<'r> {
     denies: DenyIndex,
     listing: Listing,
     rights: &'r Rights,
+    /// The directories being listed, from the grant root down: one met again inside
+    /// itself (through a bind mount) is not carved a second time.
+    listing_now: std::cell::RefCell<HashSet<(u64, u64)>>,
 }
 
 impl Carver<'_> {
@@ -559,6 +622,16 @@ impl Carver<'_> {
         if entry.is_symlink {
             return Ok(());
         }
+        // Another name of a directory a rule reaches into is carved as that directory,
+        // under every rule of its own path; a directory inside itself gets nothing.
+        let known = self.denies.directory_named(&entry).map(Path::to_path_buf);
+        let (path, ancestors) = match &known {
+            Some(original) if original != path => (original.as_path(), Ancestors::All),
+            _ => (path, ancestors),
+        };
+        if entry.is_dir && self.listing_now.borrow().contains(&entry.inode) {
+            return Ok(());
+        }
         let r = self.rights;
         // Every rule covering the path takes its share; one lying deeper still gets its
         // turn (a recursive "no exec in /tmp" must not hide a Block of /tmp/secret).
@@ -567,17 +640,48 @@ impl Carver<'_> {
             return sink(target, r.fit(entry.is_dir, access));
         }
         // A directory that cannot be opened is not listed: nothing in it is granted.
-        let Ok(dir) = target.open_directory() else {
-            return sink(target, access & AccessFs::ReadDir);
+        // One descriptor per level: the listing's own is used for the entries too.
+        let mut listing = match target
+            .open_directory()
+            .and_then(|dir| rustix::fs::Dir::new(dir).map_err(std::io::Error::from))
+        {
+            Ok(listing) => listing,
+            Err(err) if out_of_resources(&err) => return Err(target.failed(err)),
+            Err(_) => return sink(target, access & AccessFs::ReadDir),
         };
         sink(target, access & AccessFs::ReadDir)?;
-        let Ok(mut listing) = rustix::fs::Dir::read_from(&dir) else {
-            return Ok(());
-        };
+        self.listing_now.borrow_mut().insert(entry.inode);
+        let carved = self.carve_listing(path, target, entry, access, &mut listing, sink);
+        self.listing_now.borrow_mut().remove(&entry.inode);
+        carved
+    }
+
+    /// Carves the entries of the directory `listing` (at `path`, with `access`).
+    fn carve_listing(
+        &self,
+        path: &Path,
+        target: Target<'_>,
+        entry: Entry,
+        access: BitFlags<AccessFs>,
+        listing: &mut rustix::fs::Dir,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), LandlockError> {
         // The identity of each entry decides whether it is a hard link of a blocked
         // file, so where the listing may not tell it exactly, every entry is stat'd.
-        let trusted = Listing::trusts_listing_of(&dir);
-        while let Some(Ok(child)) = listing.read() {
+        let trusted = listing
+            .fd()
+            .is_ok_and(|dir| Listing::trusts_listing_of(dir));
+        loop {
+            let child = match listing.read() {
+                None => break,
+                Some(Ok(child)) => child,
+                Some(Err(err)) if out_of_resources(&err.into()) => {
+                    return Err(target.failed(err.into()))
+                }
+                // An entry that cannot be read is not granted.
+                Some(Err(_)) => break,
+            };
+            let Ok(dir) = listing.fd() else { break };
             let name = child.file_name();
             if name == c"." || name == c".." {
                 continue;
@@ -595,10 +699,10 @@ impl Carver<'_> {
                     inode: (entry.inode.0, child.ino()),
                 })
             } else {
-                Entry::at(&dir, name)
+                Entry::at(dir, name)
             };
             if let Some(listed) = listed {
-                let target = Target::At(&dir, name);
+                let target = Target::At(dir, name);
                 self.carve_entry(
                     &child_path,
                     target,
