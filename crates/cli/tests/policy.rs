@@ -1328,3 +1328,38 @@ fn a_blocked_directory_stays_blocked_when_it_is_bind_mounted_elsewhere() {
         control.stdout
     );
 }
+
+/// A rule's path through a symlink that points nowhere yet (planted in a persistent home)
+/// is followed to where it points, so the workload cannot create the target and read it
+/// through the blocked path; and `..` after a directory that does not exist is resolved,
+/// not dropped.
+#[test]
+fn block_rules_follow_dangling_symlinks_and_dot_dot() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let home = scratch.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    std::os::unix::fs::symlink("/tmp/real", home.join("link")).unwrap();
+    std::fs::write(home.join("secret"), "HOMESECRET\n").unwrap();
+    for (path, mode) in [(home.clone(), 0o777), (home.join("secret"), 0o666)] {
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+    }
+    let policy = policy_file(
+        &scratch,
+        "dangling.yaml",
+        "  action: Block\n  file:\n    matchPaths:\n      - path: /home/jovyan/link/secret\n      - path: /home/jovyan/newdir/../secret\n",
+    );
+    let script = "mkdir -p /tmp/real 2>/dev/null; echo LEAK > /tmp/real/secret 2>/dev/null; \
+        cat ~/link/secret 2>/dev/null; cat ~/secret 2>/dev/null; echo done";
+    let home_arg = home.to_str().unwrap();
+    let blocked = sh(&with_policy(home_arg, &policy), script);
+    assert_eq!(blocked.stdout, "done\n", "{}", blocked.stderr);
+    let free = sh(&["--home", home_arg], script);
+    assert_eq!(
+        free.stdout, "LEAK\nHOMESECRET\ndone\n",
+        "control: {}",
+        free.stderr
+    );
+}

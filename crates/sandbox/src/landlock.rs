@@ -464,25 +464,56 @@ impl Resolver {
     }
 }
 
-/// A path with its symlinks resolved; for a path that does not exist (yet), its nearest
-/// existing ancestor resolved and the rest appended, so the rule still holds: the
-/// directories on the way are carved, and nothing new can appear where it points.
+/// A path with its symlinks resolved, like `realpath -m`: a symlink is followed even when
+/// what it points to does not exist (yet), and names that do not exist are kept as
+/// written (`..` after one removes it), so the rule holds for what the path will name
+/// once it exists: the directories on the way are carved, and nothing new can appear
+/// where it points. A dangling symlink in a rule's path (one a workload could point at a
+/// place it can create) is followed to its target. None for a relative path or more
+/// than 40 symlinks (a loop).
 fn resolve(path: &str) -> Option<PathBuf> {
     let path = Path::new(path);
     if let Ok(real) = std::fs::canonicalize(path) {
         return Some(real);
     }
-    let mut missing = Vec::new();
-    let mut current = path;
-    while let Some(parent) = current.parent() {
-        missing.push(current.file_name()?);
-        if let Ok(mut real) = std::fs::canonicalize(parent) {
-            real.extend(missing.iter().rev());
-            return Some(real);
-        }
-        current = parent;
+    if !path.is_absolute() {
+        return None;
     }
-    None
+    let mut resolved = PathBuf::from("/");
+    // Components still to walk, the next one last.
+    let mut pending: Vec<std::ffi::OsString> = Vec::new();
+    let push = |pending: &mut Vec<std::ffi::OsString>, path: &Path| {
+        let start = pending.len();
+        pending.extend(path.iter().map(ToOwned::to_owned));
+        pending[start..].reverse();
+    };
+    push(&mut pending, path);
+    let mut links = 0;
+    while let Some(component) = pending.pop() {
+        match component.to_str() {
+            Some("/") => resolved = PathBuf::from("/"),
+            Some(".") => {}
+            Some("..") => {
+                resolved.pop();
+            }
+            _ => {
+                let candidate = resolved.join(&component);
+                match std::fs::symlink_metadata(&candidate) {
+                    Ok(meta) if meta.file_type().is_symlink() => {
+                        links += 1;
+                        if links > 40 {
+                            return None;
+                        }
+                        // Relative to the directory holding the link, where `resolved`
+                        // stands; an absolute target starts again at the root.
+                        push(&mut pending, &std::fs::read_link(&candidate).ok()?);
+                    }
+                    _ => resolved = candidate,
+                }
+            }
+        }
+    }
+    Some(resolved)
 }
 
 /// The dynamic loaders of the sandbox's root (ld-linux*, ld-musl*).
