@@ -1363,3 +1363,33 @@ fn block_rules_follow_dangling_symlinks_and_dot_dot() {
         free.stderr
     );
 }
+
+/// A Block rule on a device reached through a symlink (/dev/ptmx -> pts/ptmx) or inside
+/// a device directory (/dev/pts) holds; without it, the same pseudo-terminal opens.
+#[test]
+fn block_rules_on_devices_behind_symlinks_and_in_device_directories_hold() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let script = "python3 -c 'import os; os.openpty(); print(\"opened\")' 2>&1 | tail -1";
+    for (name, path) in [
+        ("ptmx.yaml", "/dev/ptmx"),
+        ("pts-ptmx.yaml", "/dev/pts/ptmx"),
+    ] {
+        let policy = policy_file(
+            &scratch,
+            name,
+            &format!("  action: Block\n  file:\n    matchPaths:\n      - path: {path}\n"),
+        );
+        let blocked = sh(&["--policy", &policy, "--label", "team=blue"], script);
+        assert!(
+            blocked.stdout.contains("PermissionError"),
+            "{path}: {}{}",
+            blocked.stdout,
+            blocked.stderr
+        );
+    }
+    let free = sh(&[], script);
+    assert_eq!(free.stdout, "opened\n", "control: {}", free.stderr);
+}

@@ -388,18 +388,27 @@ fn grant_all(plan: &LandlockPlan, r: &Rights, sink: &mut Sink<'_>) -> Result<(),
     }
     for device in &plan.devices {
         let path = PathBuf::from(device);
-        if let Some(entry) = Entry::of(&path) {
-            let access = if entry.is_dir {
-                r.file | AccessFs::ReadDir
-            } else {
-                r.file
-            };
-            // A Block rule on a device holds too (/dev/zero is a file like any other).
-            let access = carver
-                .denies
-                .restrict(&path, &entry, access, r, Ancestors::All);
-            sink(Target::Path(&path), access)?;
-        }
+        let Some(entry) = Entry::of(&path) else {
+            continue;
+        };
+        let access = if entry.is_dir {
+            r.file | AccessFs::ReadDir
+        } else {
+            r.file
+        };
+        // A Block rule on a device holds too (/dev/zero is a file like any other), and
+        // one inside a device directory (/dev/pts) carves it. A device that is a symlink
+        // (/dev/ptmx -> pts/ptmx in a container's /dev) gets nothing of its own: its
+        // target has an entry, and a grant through the link would land on the target
+        // whatever rule names it.
+        carver.carve_entry(
+            &path,
+            Target::Path(&path),
+            entry,
+            access,
+            Ancestors::All,
+            sink,
+        )?;
     }
     Ok(())
 }
