@@ -1393,3 +1393,36 @@ fn block_rules_on_devices_behind_symlinks_and_in_device_directories_hold() {
     let free = sh(&[], script);
     assert_eq!(free.stdout, "opened\n", "control: {}", free.stderr);
 }
+
+/// A `matchPaths` Block rule that names a directory would deny nothing inside it: the
+/// start fails and says so, and the same rule as `matchDirectories` applies.
+#[test]
+fn a_match_paths_rule_naming_a_directory_is_an_error() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let wrong = policy_file(
+        &scratch,
+        "wrong.yaml",
+        "  action: Block\n  file:\n    matchPaths:\n      - path: /etc/ssl\n",
+    );
+    let ran = sh(&["--policy", &wrong, "--label", "team=blue"], "echo ran");
+    assert_ne!(ran.status, 0);
+    assert!(!ran.stdout.contains("ran"), "{}", ran.stdout);
+    assert!(
+        ran.stderr.contains("/etc/ssl") && ran.stderr.contains("use matchDirectories"),
+        "{}",
+        ran.stderr
+    );
+    let right = policy_file(
+        &scratch,
+        "right.yaml",
+        "  action: Block\n  file:\n    matchDirectories:\n      - dir: /etc/ssl/\n        recursive: true\n",
+    );
+    let ran = sh(
+        &["--policy", &right, "--label", "team=blue"],
+        "f=$(find /etc/ssl -type f | head -n 1); [ -n \"$f\" ] && { cat \"$f\" >/dev/null 2>&1 || echo blocked; }",
+    );
+    assert_eq!(ran.stdout, "blocked\n", "{}", ran.stderr);
+}

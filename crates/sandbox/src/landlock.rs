@@ -36,6 +36,14 @@ pub enum LandlockError {
     /// The kernel enforced less than asked.
     #[error("the kernel enforced the ruleset only partially ({0:?})")]
     Partial(RulesetStatus),
+    /// A Block rule cannot be applied as written.
+    #[error("the Block rule on {path} cannot be applied: {reason}")]
+    Rule {
+        /// The rule's path, as written.
+        path: String,
+        /// Why.
+        reason: String,
+    },
     /// Carving the rules ran out of descriptors or memory.
     #[error("cannot carve the Landlock rules at {what}")]
     Carve {
@@ -339,25 +347,36 @@ fn grant_all(plan: &LandlockPlan, r: &Rights, sink: &mut Sink<'_>) -> Result<(),
         }
     }
     let mut resolver = Resolver::default();
-    let mut denies: Vec<Deny> = plan
-        .deny
-        .iter()
-        .filter_map(|d| {
-            // Symlinks resolve here, inside the sandbox: /bin/apt is /usr/bin/apt.
-            let (path, meta) = resolver.resolve(d.target.path.trim_end_matches('/'))?;
-            let inode = meta.filter(|m| !m.is_dir()).map(|m| {
-                use std::os::unix::fs::MetadataExt;
-                (m.dev(), m.ino())
+    let mut denies: Vec<Deny> = Vec::with_capacity(plan.deny.len());
+    for deny in &plan.deny {
+        let written = &deny.target.path;
+        // Symlinks resolve here, inside the sandbox: /bin/apt is /usr/bin/apt.
+        let Some((path, meta)) = resolver.resolve(written.trim_end_matches('/')) else {
+            return Err(LandlockError::Rule {
+                path: written.clone(),
+                reason: "it does not resolve (a relative path, or more than 40 symlinks)".into(),
             });
-            Some(Deny {
-                path,
-                directory: d.target.directory,
-                recursive: d.target.recursive,
-                keep: d.keep,
-                inode,
-            })
-        })
-        .collect();
+        };
+        if !deny.target.directory && meta.as_ref().is_some_and(std::fs::Metadata::is_dir) {
+            // It would deny nothing inside: a rule that cannot be applied is an error.
+            return Err(LandlockError::Rule {
+                path: written.clone(),
+                reason: "matchPaths names files, and this is a directory: use matchDirectories"
+                    .into(),
+            });
+        }
+        let inode = meta.filter(|m| !m.is_dir()).map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            (m.dev(), m.ino())
+        });
+        denies.push(Deny {
+            path,
+            directory: deny.target.directory,
+            recursive: deny.target.recursive,
+            keep: deny.keep,
+            inode,
+        });
+    }
     if !plan.writable_exec {
         // A grant above a writable place (an image's "/") must not give execution there.
         for place in &plan.read_write {
