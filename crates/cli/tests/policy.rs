@@ -795,6 +795,44 @@ impl Drop for BindMount {
     }
 }
 
+/// Runs `read` in `image` under `policy`: no TOPSECRET, and exactly `denied` refusals.
+fn assert_hidden(image: &str, policy: &str, read: &str, denied: usize, what: &str) {
+    let ran = sh(
+        &[
+            "--rootfs",
+            image,
+            "--policy",
+            policy,
+            "--label",
+            "team=blue",
+        ],
+        read,
+    );
+    assert!(
+        !ran.stdout.contains("TOPSECRET"),
+        "{what}: {}{}",
+        ran.stdout,
+        ran.stderr
+    );
+    assert_eq!(
+        ran.stdout.matches("Permission denied").count(),
+        denied,
+        "{what}: {}",
+        ran.stdout
+    );
+}
+
+/// The control: `read` in `image` without a policy shows TOPSECRET `times` times.
+fn assert_readable(image: &str, read: &str, times: usize) {
+    let control = sh(&["--rootfs", image], read);
+    assert_eq!(
+        control.stdout.matches("TOPSECRET").count(),
+        times,
+        "control: {}",
+        control.stdout
+    );
+}
+
 #[test]
 fn a_blocked_file_stays_blocked_when_another_path_is_bind_mounted_onto_it() {
     if !require_root() {
@@ -825,36 +863,8 @@ fn a_blocked_file_stays_blocked_when_another_path_is_bind_mounted_onto_it() {
     let read = "cat /data/secret /data/alias 2>&1; true";
     // The alias is a mount point: its listing shows the placeholder's inode, not the
     // secret's, so only a stat tells that it is the blocked file.
-    let ran = sh(
-        &[
-            "--rootfs",
-            image,
-            "--policy",
-            &policy,
-            "--label",
-            "team=blue",
-        ],
-        read,
-    );
-    assert!(
-        !ran.stdout.contains("TOPSECRET"),
-        "{}{}",
-        ran.stdout,
-        ran.stderr
-    );
-    assert_eq!(
-        ran.stdout.matches("Permission denied").count(),
-        2,
-        "{}",
-        ran.stdout
-    );
-    let control = sh(&["--rootfs", image], read);
-    assert_eq!(
-        control.stdout.matches("TOPSECRET").count(),
-        2,
-        "control: {}",
-        control.stdout
-    );
+    assert_hidden(image, &policy, read, 2, "file alias");
+    assert_readable(image, read, 2);
 }
 
 #[test]
@@ -1293,40 +1303,24 @@ fn a_blocked_directory_stays_blocked_when_it_is_bind_mounted_elsewhere() {
     let _unmount = BindMount(data.join("dir2"));
     let image = image.to_str().unwrap();
     let read = "cat /data/dir1/secret /data/dir2/secret /data/dir1/other 2>&1; true";
-    for (name, rule) in [
+    // A file Block in the directory refuses the secret under both names; a recursive
+    // directory Block refuses everything in it.
+    for (name, rule, denied) in [
         (
             "file-in-dir.yaml",
             "  file:\n    matchPaths:\n      - path: /data/dir1/secret\n        action: Block\n",
+            2,
         ),
         (
             "dir.yaml",
             "  file:\n    matchDirectories:\n      - dir: /data/dir1/\n        recursive: true\n        action: Block\n",
+            3,
         ),
     ] {
         let policy = policy_file(&scratch, name, rule);
-        let ran = sh(
-            &["--rootfs", image, "--policy", &policy, "--label", "team=blue"],
-            read,
-        );
-        assert!(
-            !ran.stdout.contains("TOPSECRET"),
-            "{name}: {}{}",
-            ran.stdout,
-            ran.stderr
-        );
-        assert!(
-            ran.stdout.matches("Permission denied").count() >= 2,
-            "{name}: {}",
-            ran.stdout
-        );
+        assert_hidden(image, &policy, read, denied, name);
     }
-    let control = sh(&["--rootfs", image], read);
-    assert_eq!(
-        control.stdout.matches("TOPSECRET").count(),
-        2,
-        "control: {}",
-        control.stdout
-    );
+    assert_readable(image, read, 2);
 }
 
 /// A rule's path through a symlink that points nowhere yet (planted in a persistent home)
