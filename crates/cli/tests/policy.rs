@@ -789,6 +789,20 @@ fn syscalls_the_filter_refuses_are_alerts() {
 /// Unmounts a bind mount a test made, however the test ends.
 struct BindMount(std::path::PathBuf);
 
+impl BindMount {
+    /// Bind-mounts `source` onto `target` (which must exist).
+    fn new(source: &std::path::Path, target: &std::path::Path) -> BindMount {
+        let mounted = std::process::Command::new("mount")
+            .arg("--bind")
+            .arg(source)
+            .arg(target)
+            .status()
+            .unwrap();
+        assert!(mounted.success(), "mount --bind {source:?} {target:?}");
+        BindMount(target.to_path_buf())
+    }
+}
+
 impl Drop for BindMount {
     fn drop(&mut self) {
         let _ = std::process::Command::new("umount").arg(&self.0).status();
@@ -846,14 +860,7 @@ fn a_blocked_file_stays_blocked_when_another_path_is_bind_mounted_onto_it() {
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join("secret"), "TOPSECRET\n").unwrap();
     std::fs::write(data.join("alias"), "").unwrap();
-    let mounted = std::process::Command::new("mount")
-        .arg("--bind")
-        .arg(data.join("secret"))
-        .arg(data.join("alias"))
-        .status()
-        .unwrap();
-    assert!(mounted.success());
-    let _unmount = BindMount(data.join("alias"));
+    let _unmount = BindMount::new(&data.join("secret"), &data.join("alias"));
     let policy = policy_file(
         &scratch,
         "secret.yaml",
@@ -1293,14 +1300,7 @@ fn a_blocked_directory_stays_blocked_when_it_is_bind_mounted_elsewhere() {
     std::fs::create_dir_all(data.join("dir2")).unwrap();
     std::fs::write(data.join("dir1/secret"), "TOPSECRET\n").unwrap();
     std::fs::write(data.join("dir1/other"), "OTHER\n").unwrap();
-    let mounted = std::process::Command::new("mount")
-        .arg("--bind")
-        .arg(data.join("dir1"))
-        .arg(data.join("dir2"))
-        .status()
-        .unwrap();
-    assert!(mounted.success());
-    let _unmount = BindMount(data.join("dir2"));
+    let _unmount = BindMount::new(&data.join("dir1"), &data.join("dir2"));
     let image = image.to_str().unwrap();
     let read = "cat /data/dir1/secret /data/dir2/secret /data/dir1/other 2>&1; true";
     // A file Block in the directory refuses the secret under both names; a recursive
