@@ -1301,26 +1301,29 @@ fn a_blocked_directory_stays_blocked_when_it_is_bind_mounted_elsewhere() {
     std::fs::write(data.join("dir1/secret"), "TOPSECRET\n").unwrap();
     std::fs::write(data.join("dir1/other"), "OTHER\n").unwrap();
     let _unmount = BindMount::new(&data.join("dir1"), &data.join("dir2"));
+    // And a file of the directory bind-mounted out of it.
+    std::fs::write(data.join("fileout"), "").unwrap();
+    let _unmount_file = BindMount::new(&data.join("dir1/secret"), &data.join("fileout"));
     let image = image.to_str().unwrap();
-    let read = "cat /data/dir1/secret /data/dir2/secret /data/dir1/other 2>&1; true";
-    // A file Block in the directory refuses the secret under both names; a recursive
+    let read = "cat /data/dir1/secret /data/dir2/secret /data/fileout /data/dir1/other 2>&1; true";
+    // A file Block in the directory refuses the secret under its three names; a recursive
     // directory Block refuses everything in it.
     for (name, rule, denied) in [
         (
             "file-in-dir.yaml",
             "  file:\n    matchPaths:\n      - path: /data/dir1/secret\n        action: Block\n",
-            2,
+            3,
         ),
         (
             "dir.yaml",
             "  file:\n    matchDirectories:\n      - dir: /data/dir1/\n        recursive: true\n        action: Block\n",
-            3,
+            4,
         ),
     ] {
         let policy = policy_file(&scratch, name, rule);
         assert_hidden(image, &policy, read, denied, name);
     }
-    assert_readable(image, read, 2);
+    assert_readable(image, read, 3);
 }
 
 /// A rule's path through a symlink that points nowhere yet (planted in a persistent home)
@@ -1419,4 +1422,39 @@ fn a_match_paths_rule_naming_a_directory_is_an_error() {
         "f=$(find /etc/ssl -type f | head -n 1); [ -n \"$f\" ] && { cat \"$f\" >/dev/null 2>&1 || echo blocked; }",
     );
     assert_eq!(ran.stdout, "blocked\n", "{}", ran.stderr);
+}
+
+/// A file of a blocked directory hard-linked outside it (left in a persistent home by an
+/// earlier run) is denied under both names: a grant on the link would be a grant on the
+/// blocked file's inode.
+#[test]
+fn a_hard_link_of_a_file_in_a_blocked_directory_is_blocked_too() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let home = scratch.join("home");
+    std::fs::create_dir_all(home.join("secretdir")).unwrap();
+    std::fs::write(home.join("secretdir/key"), "KEY\n").unwrap();
+    std::fs::hard_link(home.join("secretdir/key"), home.join("link")).unwrap();
+    std::fs::write(home.join("notes"), "NOTES\n").unwrap();
+    for (path, mode) in [
+        (home.clone(), 0o777),
+        (home.join("secretdir"), 0o777),
+        (home.join("link"), 0o666),
+        (home.join("notes"), 0o666),
+    ] {
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+    }
+    let policy = policy_file(
+        &scratch,
+        "secretdir.yaml",
+        "  action: Block\n  file:\n    matchDirectories:\n      - dir: /home/jovyan/secretdir/\n        recursive: true\n",
+    );
+    let script = "cat ~/secretdir/key ~/link ~/notes 2>/dev/null; true";
+    let home_arg = home.to_str().unwrap();
+    let blocked = sh(&with_policy(home_arg, &policy), script);
+    assert_eq!(blocked.stdout, "NOTES\n", "{}", blocked.stderr);
+    let free = sh(&["--home", home_arg], script);
+    assert_eq!(free.stdout, "KEY\nKEY\nNOTES\n", "control: {}", free.stderr);
 }

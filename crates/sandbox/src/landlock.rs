@@ -152,6 +152,35 @@ struct Deny {
     /// Device and inode of a blocked file, so that a hard link of it met while carving is
     /// blocked too.
     inode: Option<(u64, u64)>,
+    /// A policy's rule, whose blocked directory's files carving looks for under other
+    /// names; not moat's own "no exec in writable places", which holds by mount flags too.
+    from_policy: bool,
+}
+
+/// Files of one blocked directory whose other names carving looks for; beyond, a hard
+/// link or bind mount of one outside the directory is not known (docs/policy.md).
+const MAX_BLOCKED_FILES: usize = 65_536;
+
+/// Device and inode of the files (not directories, not symlinks) in `dir`, and in its
+/// subdirectories with `recursive`, up to [`MAX_BLOCKED_FILES`].
+fn blocked_files(dir: &Path, recursive: bool, files: &mut Vec<(u64, u64)>) {
+    use std::os::unix::fs::MetadataExt;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if files.len() >= MAX_BLOCKED_FILES {
+                return;
+            }
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                if recursive {
+                    pending.push(entry.path());
+                }
+            } else if !meta.file_type().is_symlink() {
+                files.push((meta.dev(), meta.ino()));
+            }
+        }
+    }
 }
 
 /// The denies, indexed by path and inode: carving asks about every entry of every
@@ -171,6 +200,11 @@ struct DenyIndex {
 
 impl DenyIndex {
     /// Stats the directories rules reach into or block, for [`DenyIndex::directory_named`].
+    ///
+    /// Also learns the files inside blocked directories (up to [`MAX_BLOCKED_FILES`] per
+    /// rule), so that another name of one met while carving (a hard link left in a home,
+    /// a file bind-mounted out of the directory) is denied as the file itself: a grant on
+    /// it would be a grant on the blocked file's inode.
     fn learn_directories(&mut self, denies: &[Deny]) {
         let blocked = denies.iter().filter(|d| d.directory).map(|d| &d.path);
         for path in self.above.iter().chain(blocked) {
@@ -179,6 +213,13 @@ impl DenyIndex {
                     self.directories
                         .insert((stat.st_dev, stat.st_ino), path.clone());
                 }
+            }
+        }
+        for deny in denies.iter().filter(|d| d.directory && d.from_policy) {
+            let mut files = Vec::new();
+            blocked_files(&deny.path, deny.recursive, &mut files);
+            for inode in files {
+                self.inodes.entry(inode).or_default().push(deny.keep);
             }
         }
     }
@@ -375,6 +416,7 @@ fn grant_all(plan: &LandlockPlan, r: &Rights, sink: &mut Sink<'_>) -> Result<(),
             recursive: deny.target.recursive,
             keep: deny.keep,
             inode,
+            from_policy: true,
         });
     }
     if !plan.writable_exec {
@@ -387,6 +429,7 @@ fn grant_all(plan: &LandlockPlan, r: &Rights, sink: &mut Sink<'_>) -> Result<(),
                     recursive: true,
                     keep: Keep::AllButExec,
                     inode: None,
+                    from_policy: false,
                 });
             }
         }
