@@ -93,6 +93,28 @@ fn unreadable_files_and_json_output() {
         .all(|f| f["line"].as_u64().unwrap() > 1 && f["level"] == "error"));
 }
 
+/// Makes `home` afresh, open to the sandbox's user, with `files` (path, contents) in it,
+/// their directories made as needed; all writable by the sandbox's user.
+fn open_home(home: &std::path::Path, files: &[(&str, &str)]) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::remove_dir_all(home);
+    std::fs::create_dir_all(home).unwrap();
+    std::fs::set_permissions(home, std::fs::Permissions::from_mode(0o777)).unwrap();
+    for (name, contents) in files {
+        let path = home.join(name);
+        for dir in path
+            .ancestors()
+            .skip(1)
+            .take_while(|d| d.starts_with(home) && *d != home)
+        {
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        }
+        std::fs::write(&path, contents).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    }
+}
+
 /// `moat run` options: a home, and a policy that selects the sandbox (`team=blue`).
 fn with_policy<'a>(home: &'a str, policy: &'a str) -> [&'a str; 6] {
     ["--home", home, "--policy", policy, "--label", "team=blue"]
@@ -1256,15 +1278,7 @@ fn block_rules_on_paths_that_do_not_exist_yet_hold_when_created() {
         echo x > ~/later/inner/secret 2>/dev/null && echo wrote-secret; \
         echo y >> ~/notes.txt && echo wrote-notes";
     let home_arg = home.to_str().unwrap();
-    let fresh_home = || {
-        let _ = std::fs::remove_dir_all(&home);
-        std::fs::create_dir_all(&home).unwrap();
-        std::fs::write(home.join("notes.txt"), "notes\n").unwrap();
-        for (path, mode) in [(home.clone(), 0o777), (home.join("notes.txt"), 0o666)] {
-            std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
-                .unwrap();
-        }
-    };
+    let fresh_home = || open_home(&home, &[("notes.txt", "notes\n")]);
     fresh_home();
     let blocked = sh(&with_policy(home_arg, &policy), script);
     assert_eq!(
@@ -1337,12 +1351,8 @@ fn block_rules_follow_dangling_symlinks_and_dot_dot() {
     }
     let scratch = Scratch::new();
     let home = scratch.join("home");
-    std::fs::create_dir_all(&home).unwrap();
+    open_home(&home, &[("secret", "HOMESECRET\n")]);
     std::os::unix::fs::symlink("/tmp/real", home.join("link")).unwrap();
-    std::fs::write(home.join("secret"), "HOMESECRET\n").unwrap();
-    for (path, mode) in [(home.clone(), 0o777), (home.join("secret"), 0o666)] {
-        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
-    }
     let policy = policy_file(
         &scratch,
         "dangling.yaml",
@@ -1434,18 +1444,8 @@ fn a_hard_link_of_a_file_in_a_blocked_directory_is_blocked_too() {
     }
     let scratch = Scratch::new();
     let home = scratch.join("home");
-    std::fs::create_dir_all(home.join("secretdir")).unwrap();
-    std::fs::write(home.join("secretdir/key"), "KEY\n").unwrap();
+    open_home(&home, &[("secretdir/key", "KEY\n"), ("notes", "NOTES\n")]);
     std::fs::hard_link(home.join("secretdir/key"), home.join("link")).unwrap();
-    std::fs::write(home.join("notes"), "NOTES\n").unwrap();
-    for (path, mode) in [
-        (home.clone(), 0o777),
-        (home.join("secretdir"), 0o777),
-        (home.join("link"), 0o666),
-        (home.join("notes"), 0o666),
-    ] {
-        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
-    }
     let policy = policy_file(
         &scratch,
         "secretdir.yaml",
