@@ -332,10 +332,7 @@ fn ranges_of(mut networks: Vec<Network>) -> Vec<AddressRange> {
     ranges
 }
 
-/// The port space cut where the entries start and end, with each piece's verdicts;
-/// neighbours with the same verdicts are one segment, and pieces no rule covers are left
-/// out. A sweep over the boundaries keeps
-/// the entries that apply, so this is O(n log n) in the entries.
+/// [`segments_into`] a vector of their own.
 #[cfg(test)]
 fn segments_of(run: &[Entry]) -> Vec<Segment> {
     let mut segments = Vec::new();
@@ -343,7 +340,10 @@ fn segments_of(run: &[Entry]) -> Vec<Segment> {
     segments
 }
 
-/// [`segments_of`], appended to `segments`.
+/// Appends to `segments` the port space cut where the entries of `run` start and end,
+/// with each piece's verdicts; neighbours with the same verdicts are one segment, and
+/// pieces no rule covers are left out. A sweep over the boundaries keeps the entries that
+/// apply, so this is O(n log n) in the entries.
 fn segments_into(run: &[Entry], segments: &mut Vec<Segment>) {
     if let [entry] = run {
         // The common case of a network with one rule and port range, without the sweep.

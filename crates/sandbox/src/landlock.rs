@@ -205,7 +205,7 @@ impl DenyIndex {
     /// rule), so that another name of one met while carving (a hard link left in a home,
     /// a file bind-mounted out of the directory) is denied as the file itself: a grant on
     /// it would be a grant on the blocked file's inode.
-    fn learn_directories(&mut self, denies: &[Deny]) {
+    fn learn_other_names(&mut self, denies: &[Deny]) {
         let blocked = denies.iter().filter(|d| d.directory).map(|d| &d.path);
         for path in self.above.iter().chain(blocked) {
             if let Ok(stat) = rustix::fs::lstat(path) {
@@ -320,6 +320,25 @@ impl Target<'_> {
             }
         })
     }
+
+    /// The directory itself, open for listing (not following a symlink put in its
+    /// place since it was seen).
+    fn open_directory(&self) -> std::io::Result<OwnedFd> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+        Ok(match self {
+            Target::Path(path) => rustix::fs::open(*path, flags, Mode::empty())?,
+            Target::At(dir, name) => rustix::fs::openat(dir, *name, flags, Mode::empty())?,
+        })
+    }
+
+    /// The error for running out of descriptors or memory while opening this.
+    fn failed(&self, source: std::io::Error) -> LandlockError {
+        let what = match self {
+            Target::Path(path) => path.display().to_string(),
+            Target::At(_, name) => name.to_string_lossy().into_owned(),
+        };
+        LandlockError::Carve { what, source }
+    }
 }
 
 /// Whether a failed open or listing means the process ran out of something, which must
@@ -329,16 +348,6 @@ fn out_of_resources(err: &std::io::Error) -> bool {
         err.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)
     )
-}
-
-impl Target<'_> {
-    fn failed(&self, source: std::io::Error) -> LandlockError {
-        let what = match self {
-            Target::Path(path) => path.display().to_string(),
-            Target::At(_, name) => name.to_string_lossy().into_owned(),
-        };
-        LandlockError::Carve { what, source }
-    }
 }
 
 /// Where grants go, as they are found.
@@ -435,7 +444,7 @@ fn grant_all(plan: &LandlockPlan, r: &Rights, sink: &mut Sink<'_>) -> Result<(),
         }
     }
     let mut index = DenyIndex::new(&denies);
-    index.learn_directories(&denies);
+    index.learn_other_names(&denies);
     let carver = Carver {
         denies: index,
         listing: Listing::default(),
@@ -816,18 +825,6 @@ impl Carver<'_> {
             }
         }
         Ok(())
-    }
-}
-
-impl Target<'_> {
-    /// The directory itself, open for listing (not following a symlink put in its
-    /// place since it was seen).
-    fn open_directory(&self) -> std::io::Result<OwnedFd> {
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
-        Ok(match self {
-            Target::Path(path) => rustix::fs::open(*path, flags, Mode::empty())?,
-            Target::At(dir, name) => rustix::fs::openat(dir, *name, flags, Mode::empty())?,
-        })
     }
 }
 
