@@ -119,12 +119,16 @@ impl PolicyCache {
     /// Reads, parses and checks `files`, from the cache where it has them; the first
     /// file that cannot be read is an error.
     pub fn load_files(&self, files: &[PathBuf]) -> Result<Loaded, (PathBuf, std::io::Error)> {
-        let build = build_identity().filter(|_| self.usable());
         let mut loaded = Loaded {
             policies: Vec::new(),
             diagnostics: Vec::new(),
             pending: Vec::new(),
         };
+        if files.is_empty() {
+            // Most runs have no policy: no directory to make, nothing to stat.
+            return Ok(loaded);
+        }
+        let build = build_identity().filter(|_| self.usable());
         for file in files {
             let text = std::fs::read_to_string(file).map_err(|err| (file.clone(), err))?;
             let wanted = build.as_ref().map(|build| Pending {
@@ -309,6 +313,14 @@ mod tests {
         (dir, cache, file)
     }
 
+    /// Loads `file` (a miss), stores its parse, and gives the load and the entry's path.
+    fn stored(cache: &PolicyCache, file: &Path) -> (Loaded, PathBuf) {
+        let first = cache.load_files(&[file.to_path_buf()]).unwrap();
+        cache.store(&first.pending, &first.policies, &first.diagnostics);
+        let path = cache.path_of(&first.pending[0].key);
+        (first, path)
+    }
+
     fn entries(cache: &PolicyCache) -> usize {
         std::fs::read_dir(&cache.dir)
             .map(|d| d.count())
@@ -333,8 +345,7 @@ mod tests {
     #[test]
     fn a_changed_file_is_parsed_again() {
         let (_dir, cache, file) = setup();
-        let first = cache.load_files(std::slice::from_ref(&file)).unwrap();
-        cache.store(&first.pending, &first.policies, &first.diagnostics);
+        stored(&cache, &file);
         std::fs::write(&file, POLICY.replace("/etc/shadow", "/etc/gshadow")).unwrap();
         let changed = cache.load_files(std::slice::from_ref(&file)).unwrap();
         assert_eq!(changed.pending.len(), 1);
@@ -351,9 +362,7 @@ mod tests {
     #[test]
     fn a_damaged_or_foreign_entry_is_a_miss() {
         let (_dir, cache, file) = setup();
-        let first = cache.load_files(std::slice::from_ref(&file)).unwrap();
-        cache.store(&first.pending, &first.policies, &first.diagnostics);
-        let stored = cache.path_of(&first.pending[0].key);
+        let (first, stored) = stored(&cache, &file);
         // An entry that no longer parses.
         std::fs::write(&stored, b"{\"format\": 1").unwrap();
         let damaged = cache.load_files(std::slice::from_ref(&file)).unwrap();
@@ -422,9 +431,7 @@ mod tests {
     #[test]
     fn another_build_of_moat_misses() {
         let (_dir, cache, file) = setup();
-        let first = cache.load_files(std::slice::from_ref(&file)).unwrap();
-        cache.store(&first.pending, &first.policies, &first.diagnostics);
-        let stored = cache.path_of(&first.pending[0].key);
+        let (_, stored) = stored(&cache, &file);
         let mut entry: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&stored).unwrap()).unwrap();
         entry["build"] = "0.1.0 1:2 3 4.5".into();
@@ -435,6 +442,14 @@ mod tests {
             1,
             "stored by another build: parsed again"
         );
+    }
+
+    #[test]
+    fn a_run_without_policy_files_touches_nothing() {
+        let (_dir, cache, _) = setup();
+        let loaded = cache.load_files(&[]).unwrap();
+        assert!(loaded.policies.is_empty() && loaded.pending.is_empty());
+        assert!(!cache.dir.exists(), "no cache directory made");
     }
 
     #[test]
