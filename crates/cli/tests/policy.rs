@@ -831,6 +831,14 @@ impl Drop for BindMount {
     }
 }
 
+/// A busybox image with an empty /data directory: the image and the directory.
+fn image_with_data(scratch: &Scratch) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+    let image = busybox_image(scratch)?;
+    let data = image.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    Some((image, data))
+}
+
 /// Runs `read` in `image` under `policy`: no TOPSECRET, and exactly `denied` refusals.
 fn assert_hidden(image: &str, policy: &str, read: &str, denied: usize, what: &str) {
     let ran = sh(
@@ -875,11 +883,9 @@ fn a_blocked_file_stays_blocked_when_another_path_is_bind_mounted_onto_it() {
         return;
     }
     let scratch = Scratch::new();
-    let Some(image) = busybox_image(&scratch) else {
+    let Some((image, data)) = image_with_data(&scratch) else {
         return;
     };
-    let data = image.join("data");
-    std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join("secret"), "TOPSECRET\n").unwrap();
     std::fs::write(data.join("alias"), "").unwrap();
     let _unmount = BindMount::new(&data.join("secret"), &data.join("alias"));
@@ -1306,10 +1312,9 @@ fn a_blocked_directory_stays_blocked_when_it_is_bind_mounted_elsewhere() {
         return;
     }
     let scratch = Scratch::new();
-    let Some(image) = busybox_image(&scratch) else {
+    let Some((image, data)) = image_with_data(&scratch) else {
         return;
     };
-    let data = image.join("data");
     std::fs::create_dir_all(data.join("dir1")).unwrap();
     std::fs::create_dir_all(data.join("dir2")).unwrap();
     std::fs::write(data.join("dir1/secret"), "TOPSECRET\n").unwrap();
