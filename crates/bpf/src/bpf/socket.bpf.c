@@ -200,10 +200,10 @@ struct operation {
 
 // Sends an event about `what`, decided by `rule`. Each program calls it from one place
 // only, so the verifier goes through it once.
-static __always_inline void report(const struct operation *what, __u32 rule, int denied)
+static __always_inline void report(struct settings *s, const struct operation *what,
+				   __u32 rule, int denied)
 {
-	struct settings *s = get_settings();
-	if (!s || !s->report)
+	if (!s->report)
 		return;
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
@@ -259,7 +259,7 @@ static __always_inline int judge(struct settings *s, const struct operation *wha
 	} else {
 		return 1;
 	}
-	report(what, rule, denied);
+	report(s, what, rule, denied);
 	return !denied;
 }
 
