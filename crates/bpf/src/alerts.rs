@@ -72,6 +72,8 @@ fn read(
     let mut processes = ProcessCache::default();
     let mut written = 0u64;
     let mut write_error: Option<io::Error> = None;
+    let mut ticker = writer.clone();
+    let mut tick_error: Option<io::Error> = None;
     let result = (|| -> Result<(), String> {
         let events = filter.map("events").map_err(|e| e.to_string())?;
         let mut builder = RingBufferBuilder::new();
@@ -91,6 +93,10 @@ fn read(
         while !stop.load(Ordering::SeqCst) {
             ring.poll(Duration::from_millis(100))
                 .map_err(|e| format!("reading the socket events: {e}"))?;
+            // The callback holds the writer: a clone (sharing its file) flushes.
+            if let Err(err) = ticker.tick() {
+                tick_error = Some(err);
+            }
         }
         ring.consume()
             .map_err(|e| format!("reading the socket events: {e}"))
@@ -99,7 +105,7 @@ fn read(
     if let Err(err) = result {
         report.error = Some(err);
     }
-    if let Some(err) = write_error {
+    if let Some(err) = write_error.or(tick_error) {
         report.error = Some(format!("cannot write alerts: {err}"));
     }
     report.lost = filter.lost();

@@ -38,12 +38,22 @@ pub struct DaemonArgs {
     /// A directory homes must be in (repeatable); any home moat run accepts when not given.
     #[arg(long = "home-root", value_name = "DIR")]
     home_roots: Vec<PathBuf>,
+    /// Every sandbox's `moat run --alert-rate`: alerts a second per family of alerts once
+    /// the burst is spent; 0 writes every alert (docs/policy.md).
+    #[arg(long, value_name = "N", default_value_t = moat_events::AlertLimit::DEFAULT.per_second)]
+    alert_rate: u32,
+    /// Every sandbox's `moat run --alert-burst`.
+    #[arg(long, value_name = "N", default_value_t = moat_events::AlertLimit::DEFAULT.burst)]
+    alert_burst: u32,
 }
 
 /// Runs `moat daemon`; returns moat's exit status.
 pub fn run(args: DaemonArgs) -> i32 {
     if !nix::unistd::geteuid().is_root() {
         return setup_failed("daemon", "must run as root (it creates sandboxes)");
+    }
+    if let Err(message) = moat_events::AlertLimit::from_flags(args.alert_rate, args.alert_burst) {
+        return setup_failed("daemon", &message);
     }
     let moat = match std::env::current_exe() {
         Ok(path) => path,
@@ -77,6 +87,12 @@ pub fn run(args: DaemonArgs) -> i32 {
                 args.policy_dirs
             },
             home_roots: args.home_roots,
+            run_options: vec![
+                "--alert-rate".into(),
+                args.alert_rate.to_string(),
+                "--alert-burst".into(),
+                args.alert_burst.to_string(),
+            ],
         },
     };
     match runtime.block_on(moat_daemon::serve(config)) {

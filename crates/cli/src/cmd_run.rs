@@ -92,6 +92,15 @@ pub struct RunArgs {
     /// out-of-memory kills (docs/policy.md). Turns kernel auditing on if it is off.
     #[arg(long, value_name = "FILE")]
     alerts: Option<PathBuf>,
+    /// Alerts a second each family of alerts (one policy's file Blocks, the default
+    /// posture's network Audits, ...) may write once its burst is spent; what is held
+    /// back is counted in an `AlertThreshold` event, and the first alert of each resource
+    /// is always written (docs/policy.md). 0 writes every alert.
+    #[arg(long, value_name = "N", default_value_t = moat_events::AlertLimit::DEFAULT.per_second)]
+    alert_rate: u32,
+    /// Alerts each family may write at once before `--alert-rate` applies.
+    #[arg(long, value_name = "N", default_value_t = moat_events::AlertLimit::DEFAULT.burst)]
+    alert_burst: u32,
     /// A label of the sandbox, for policy selectors (repeatable).
     #[arg(long = "label", short = 'l', value_name = "KEY=VALUE")]
     labels: Vec<String>,
@@ -292,6 +301,10 @@ pub fn run(args: RunArgs) -> i32 {
 const CACHE_STORE_DELAY: std::time::Duration = std::time::Duration::from_millis(250);
 
 fn run_sandbox(args: &RunArgs, id: &str) -> Outcome {
+    let alert_limit = match moat_events::AlertLimit::from_flags(args.alert_rate, args.alert_burst) {
+        Ok(limit) => limit,
+        Err(message) => return Outcome::failed("", message.as_str()),
+    };
     let cache = PolicyCache::under(StatePaths::default().run_dir());
     let (mut request, mut uncached) = match args.request(&cache) {
         Ok(request) => request,
@@ -368,6 +381,7 @@ fn run_sandbox(args: &RunArgs, id: &str) -> Outcome {
     let options = RunOptions {
         announce_address: true,
         alerts: args.alerts.clone(),
+        alert_limit,
         status_file: args.status_file.clone(),
         ..RunOptions::default()
     };

@@ -48,6 +48,11 @@ fn malformed_limits_are_refused() {
     refused(&["--env", "NOEQUALS"], "expected KEY=VALUE");
     refused(&["--identity", "../alice"], "--identity");
     refused(&["--workdir", "relative"], "--workdir");
+    refused(&["--alert-burst", "0"], "--alert-burst 0: between 1 and");
+    refused(
+        &["--alert-rate", "1000001"],
+        "--alert-rate 1000001: at most",
+    );
 }
 
 #[test]

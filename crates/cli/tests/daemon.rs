@@ -664,13 +664,25 @@ fn policy_alerts_reach_the_event_stream_from_a_namespaced_daemon() {
         "apiVersion: security.kubearmor.com/v1\nkind: KubeArmorPolicy\nmetadata:\n  name: no-os-release\nspec:\n  selector:\n    matchLabels: {}\n  action: Block\n  file:\n    matchPaths:\n      - path: /usr/lib/os-release\n",
     )
     .unwrap();
-    lab.daemon_options = vec!["--policy-dir".into(), policies.display().to_string()];
+    // The administrator's alert limit reaches every sandbox: a burst of 3.
+    lab.daemon_options = vec![
+        "--policy-dir".into(),
+        policies.display().to_string(),
+        "--alert-burst".into(),
+        "3".into(),
+    ];
     lab.start_daemon();
     let mut ids = Vec::new();
-    for (name, policies) in [("blocked", vec![policy.clone()]), ("control", vec![])] {
+    let read_once = "cat /usr/lib/os-release";
+    let read_50_times = "for i in $(seq 50); do cat /usr/lib/os-release 2>/dev/null; done; exit 1";
+    for (name, policies, script) in [
+        ("blocked", vec![policy.clone()], read_once),
+        ("control", vec![], read_once),
+        ("flood", vec![policy.clone()], read_50_times),
+    ] {
         let body = serde_json::json!({
             "name": name,
-            "command": ["cat", "/usr/lib/os-release"],
+            "command": ["sh", "-c", script],
             "policies": policies,
         });
         let (status, created) = lab.json("POST", "/v1/sandboxes", &body.to_string());
@@ -706,9 +718,50 @@ fn policy_alerts_reach_the_event_stream_from_a_namespaced_daemon() {
     assert_eq!(alert["ContainerID"], ids[0].1.as_str(), "{alert}");
     assert_eq!(alert["Action"], "Block", "{alert}");
     assert_eq!(alert["Resource"], "/usr/lib/os-release", "{alert}");
+    // The flood's 50 denials: 3 alerts (its burst) and the rest counted, in the stream
+    // and in the metrics.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (written, held_back) = loop {
+        let events = std::fs::read_to_string(lab.state().join("events.jsonl")).unwrap();
+        let of_flood: Vec<Value> = events
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| e["ContainerID"] == ids[2].1.as_str())
+            .collect();
+        let written = of_flood
+            .iter()
+            .filter(|e| e["Type"] == "MatchedPolicy")
+            .count() as u64;
+        let held_back: u64 = of_flood
+            .iter()
+            .filter(|e| e["Operation"] == "AlertThreshold")
+            .filter_map(|e| {
+                e["Data"]
+                    .as_str()?
+                    .split(' ')
+                    .next()?
+                    .strip_prefix("held_back=")?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum();
+        if written + held_back >= 50 || Instant::now() > deadline {
+            break (written, held_back);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        written < 10,
+        "{written} alerts written: the burst of 3 was not applied"
+    );
+    assert_eq!(written + held_back, 50);
     let (_, metrics) = lab.request("GET", "/metrics", "");
     assert!(
-        metrics.contains("moat_alerts_total{action=\"Block\"} 1"),
+        metrics.contains("moat_alerts_total{action=\"Block\"} 51"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("moat_alerts_held_back_total {held_back}")),
         "{metrics}"
     );
 }

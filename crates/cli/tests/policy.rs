@@ -1128,6 +1128,27 @@ fn block_rules_raise_alerts_with_kubearmor_fields() {
         .all(|a| a["Resource"] != "/usr/lib/os-release" && a["Resource"] != "/usr/bin/apt"));
 }
 
+/// The sum of `key=N` over the `Data` of the `SystemEvent`s in `alerts`.
+fn counted(alerts: &[serde_json::Value], key: &str) -> u64 {
+    alerts
+        .iter()
+        .filter(|a| a["Type"] == "SystemEvent")
+        .filter_map(|a| {
+            a["Data"]
+                .as_str()?
+                .split_whitespace()
+                .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// A python loop of `n` opens of `path`, printing how many were refused.
+fn denied_opens(path: &str, n: u32) -> String {
+    format!("denied = 0\nfor _ in range({n}):\n    try:\n        open('{path}')\n    except PermissionError:\n        denied += 1\nprint(denied)\n")
+}
+
 #[test]
 fn a_flood_of_denials_is_counted_to_the_last_one() {
     if !require_root() {
@@ -1140,7 +1161,7 @@ fn a_flood_of_denials_is_counted_to_the_last_one() {
         "  action: Block\n  file:\n    matchPaths:\n      - path: /etc/os-release\n",
     );
     let alerts = scratch.join("flood.jsonl");
-    let flood = "denied = 0\nfor _ in range(100000):\n    try:\n        open('/etc/os-release')\n    except PermissionError:\n        denied += 1\nprint(denied)\n";
+    let started = std::time::Instant::now();
     let ran = run(
         &[
             "--policy",
@@ -1150,32 +1171,136 @@ fn a_flood_of_denials_is_counted_to_the_last_one() {
             "--alerts",
             alerts.to_str().unwrap(),
         ],
-        &["python3", "-c", flood],
+        &["python3", "-c", &denied_opens("/etc/os-release", 100_000)],
     );
+    let seconds = started.elapsed().as_secs();
     assert_eq!(ran.stdout.trim(), "100000", "{}", ran.stderr);
     let found = alerts_in(&alerts);
     let matched = found
         .iter()
         .filter(|a| a["Type"] == "MatchedPolicy" && a["Resource"] == "/usr/lib/os-release")
         .count() as u64;
-    // Whatever was not delivered must be accounted for, never silently lost.
-    let missed: u64 = found
-        .iter()
-        .filter(|a| a["Type"] == "SystemEvent")
-        .filter_map(|a| {
-            a["Data"]
-                .as_str()?
-                .split_whitespace()
-                .find_map(|kv| kv.strip_prefix("events_missed="))?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum();
+    // Whatever was not delivered must be accounted for, never silently lost: held back by
+    // the rate limit, or missed on the way.
+    let held_back = counted(&found, "held_back");
+    let missed = counted(&found, "events_missed");
     assert!(
-        matched + missed >= 100_000,
-        "{matched} alerts + {missed} reported missing < 100000"
+        matched + held_back + missed >= 100_000,
+        "{matched} alerts + {held_back} held back + {missed} reported missing < 100000"
     );
-    assert!(matched <= 100_000);
+    assert!(matched + held_back <= 100_000);
+    // The default limit: a burst of 100, then 10 a second.
+    assert!(
+        matched <= 100 + 10 * (seconds + 1),
+        "{matched} alerts written in {seconds} s"
+    );
+}
+
+#[test]
+fn the_rate_limit_holds_back_repeats_but_no_new_resource_and_can_be_turned_off() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let policy = policy_file(
+        &scratch,
+        "repeats.yaml",
+        "  action: Block\n  file:\n    matchPaths:\n      - path: /etc/os-release\n      - path: /etc/hostname\n",
+    );
+    // 2,000 denied opens of one file, then one of another file of the same rule family.
+    let script = format!(
+        "{}open_ = open\ntry:\n    open_('/etc/hostname')\nexcept PermissionError:\n    print('hostname denied')\n",
+        denied_opens("/etc/os-release", 2000)
+    );
+    let flood = |extra: &[&str], name: &str| {
+        let alerts = scratch.join(name);
+        let mut options = vec![
+            "--policy",
+            &policy,
+            "--label",
+            "team=blue",
+            "--alerts",
+            alerts.to_str().unwrap(),
+        ];
+        options.extend_from_slice(extra);
+        let ran = run(&options, &["python3", "-c", &script]);
+        assert_eq!(ran.stdout, "2000\nhostname denied\n", "{}", ran.stderr);
+        let found = alerts_in(&alerts);
+        let of = |resource: &str| {
+            found
+                .iter()
+                .filter(|a| a["Type"] == "MatchedPolicy" && a["Resource"] == resource)
+                .count() as u64
+        };
+        (of("/usr/lib/os-release"), of("/etc/hostname"), found)
+    };
+
+    let (repeats, other, found) = flood(&["--alert-burst", "50"], "limited.jsonl");
+    assert!(repeats < 2000, "{repeats} alerts: nothing was held back");
+    let held_back = counted(&found, "held_back");
+    assert_eq!(repeats + held_back, 2000, "{found:#?}");
+    let event = found
+        .iter()
+        .find(|a| a["Operation"] == "AlertThreshold")
+        .unwrap();
+    assert_eq!(event["PolicyName"], "repeats");
+    assert_eq!(event["Action"], "Block");
+    assert_eq!(event["Resource"], "File");
+    // The flood did not hide the first attempt on another file.
+    assert_eq!(other, 1);
+
+    // The control: with no limit every denial is written.
+    let (repeats, other, found) = flood(&["--alert-rate", "0"], "unlimited.jsonl");
+    assert_eq!((repeats, other), (2000, 1));
+    assert_eq!(counted(&found, "held_back"), 0);
+}
+
+#[test]
+fn an_alert_reaches_the_file_while_the_sandbox_still_runs() {
+    if !require_root() {
+        return;
+    }
+    let scratch = Scratch::new();
+    let policy = policy_file(
+        &scratch,
+        "live.yaml",
+        "  action: Block\n  file:\n    matchPaths:\n      - path: /etc/os-release\n",
+    );
+    let alerts = scratch.join("live.jsonl");
+    // The workload waits, after its denied open, until the test has seen the alert.
+    let home = scratch.join("home");
+    open_home(&home, &[]);
+    let seen = home.join("seen");
+    let mut child = moat()
+        .args(["run", "--policy", &policy, "--label", "team=blue", "--alerts"])
+        .arg(&alerts)
+        .arg("--home")
+        .arg(&home)
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "cat /etc/os-release 2>/dev/null; for i in $(seq 100); do [ -e /home/jovyan/seen ] && exit 0; sleep 0.1; done; exit 3",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(8);
+    let mut found = Vec::new();
+    while std::time::Instant::now() < deadline && found.is_empty() {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        found = alerts_in(&alerts);
+    }
+    std::fs::write(&seen, "").unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        !found.is_empty(),
+        "no alert in the file while the sandbox ran"
+    );
+    assert_eq!(found[0]["Resource"], "/usr/lib/os-release");
+    // The workload was still waiting when the alert came: it ends by seeing the mark.
+    assert_eq!(status.code(), Some(0));
 }
 
 #[test]

@@ -49,6 +49,9 @@ pub struct Admission {
     pub policy_dirs: Vec<PathBuf>,
     /// Directories homes must be in; any home moat run accepts when empty.
     pub home_roots: Vec<PathBuf>,
+    /// `moat run` options every sandbox gets before the request's own (the alert rate
+    /// limit): the administrator's, not the client's.
+    pub run_options: Vec<String>,
 }
 
 /// The daemon could not start or serve.

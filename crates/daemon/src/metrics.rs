@@ -13,6 +13,7 @@ pub struct Metrics {
     failures: u64,
     oom_kills: u64,
     alerts: BTreeMap<String, u64>,
+    held_back: u64,
     start_buckets: [u64; START_BUCKETS.len()],
     start_count: u64,
     start_sum: f64,
@@ -41,9 +42,15 @@ impl Metrics {
         self.oom_kills += kills;
     }
 
-    /// An alert with this `Action` went out.
-    pub fn alert(&mut self, action: &str) {
-        *self.alerts.entry(action.to_string()).or_default() += 1;
+    /// `count` policy decisions with this `Action` were reported: one alert, or the alerts
+    /// the rate limit held back and counted.
+    pub fn alerts(&mut self, action: &str, count: u64) {
+        *self.alerts.entry(action.to_string()).or_default() += count;
+    }
+
+    /// The rate limit held back `count` alerts (they are in `alerts` too).
+    pub fn held_back(&mut self, count: u64) {
+        self.held_back += count;
     }
 
     /// The exposition text; `by_state` counts the sandboxes the daemon knows per state.
@@ -74,13 +81,18 @@ impl Metrics {
                 "Processes killed for lack of memory in sandboxes.",
                 self.oom_kills,
             ),
+            (
+                "moat_alerts_held_back_total",
+                "Policy alerts the rate limit counted instead of writing.",
+                self.held_back,
+            ),
         ];
         for (name, help, value) in counters {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} counter");
             let _ = writeln!(out, "{name} {value}");
         }
-        let _ = writeln!(out, "# HELP moat_alerts_total Policy alerts, by action.");
+        let _ = writeln!(out, "# HELP moat_alerts_total Policy alerts, by action, with those the rate limit held back.");
         let _ = writeln!(out, "# TYPE moat_alerts_total counter");
         for (action, count) in &self.alerts {
             let action = action.replace(['"', '\\', '\n'], "_");
@@ -109,7 +121,9 @@ mod tests {
         metrics.started(0.07);
         metrics.started(3.0);
         metrics.failed();
-        metrics.alert("Block");
+        metrics.alerts("Block", 1);
+        metrics.alerts("Block", 41);
+        metrics.held_back(41);
         let text = metrics.render(&BTreeMap::from([("running", 2)]));
         assert!(text.contains("moat_sandboxes{state=\"running\"} 2"));
         assert!(text.contains("moat_sandbox_start_seconds_bucket{le=\"0.05\"} 0"));
@@ -117,6 +131,7 @@ mod tests {
         assert!(text.contains("moat_sandbox_start_seconds_bucket{le=\"5\"} 2"));
         assert!(text.contains("moat_sandbox_start_seconds_count 2"));
         assert!(text.contains("moat_sandbox_failures_total 1"));
-        assert!(text.contains("moat_alerts_total{action=\"Block\"} 1"));
+        assert!(text.contains("moat_alerts_total{action=\"Block\"} 42"));
+        assert!(text.contains("moat_alerts_held_back_total 41"));
     }
 }

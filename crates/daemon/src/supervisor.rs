@@ -272,7 +272,8 @@ impl Daemon {
             daemon.sandboxes().remove(&id);
             let _ = daemon.store.remove(&id);
         };
-        let arguments = request.run_arguments(&id, &self.store.run_files(&id));
+        let mut arguments = self.admission.run_options.clone();
+        arguments.extend(request.run_arguments(&id, &self.store.run_files(&id)));
         // Judge the request with the code that will run it, before anything is made.
         let dry_run = self
             .moat_command()
@@ -542,11 +543,23 @@ impl Daemon {
 
     fn forward_alerts(&self, alerts: &mut AlertTail) {
         for line in alerts.read_new() {
-            let action = serde_json::from_str::<serde_json::Value>(&line)
-                .ok()
-                .and_then(|v| v.get("Action").and_then(|a| a.as_str()).map(String::from))
-                .unwrap_or_else(|| "unknown".into());
-            self.metrics().alert(&action);
+            let alert = serde_json::from_str::<serde_json::Value>(&line).unwrap_or_default();
+            let field = |name: &str| alert.get(name).and_then(|v| v.as_str()).unwrap_or("");
+            let action = match field("Action") {
+                "" => "unknown",
+                action => action,
+            };
+            match (field("Type"), field("Operation")) {
+                ("SystemEvent", "AlertThreshold") => {
+                    let held_back = held_back(field("Data"));
+                    let mut metrics = self.metrics();
+                    metrics.alerts(action, held_back);
+                    metrics.held_back(held_back);
+                }
+                // What moat says of the alerts themselves (losses): not a policy decision.
+                ("SystemEvent", _) => {}
+                _ => self.metrics().alerts(action, 1),
+            }
             self.events.publish(line);
         }
     }
@@ -832,4 +845,12 @@ impl Daemon {
         self.collect_garbage().await;
         adopted
     }
+}
+
+/// The count in an `AlertThreshold` event's `Data` (`held_back=N ...`).
+fn held_back(data: &str) -> u64 {
+    data.split_whitespace()
+        .find_map(|kv| kv.strip_prefix("held_back="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }

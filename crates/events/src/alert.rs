@@ -6,8 +6,11 @@ use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
+
+use crate::limit::{AlertLimit, Limiter, Verdict};
 
 /// One alert, with KubeArmor's field names.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -180,14 +183,35 @@ impl AlertContext {
 
 /// Appends alerts to a file (created 0600), one JSON object per line. Clones share the
 /// file, so every enforcer's reader can write to it; each alert is one whole line.
+///
+/// Lines reach the file within [`FLUSH_AFTER`] of being written, as long as the readers
+/// call [`AlertWriter::tick`] while they wait for events, so whoever follows the file
+/// (`tail -f`, the daemon's event stream) sees an alert while the sandbox still runs.
 #[derive(Debug, Clone)]
 pub struct AlertWriter {
-    file: Arc<Mutex<BufWriter<File>>>,
+    sink: Arc<Mutex<Sink>>,
+}
+
+/// How long a written alert may wait in the buffer.
+pub const FLUSH_AFTER: Duration = Duration::from_millis(100);
+
+#[derive(Debug)]
+struct Sink {
+    file: BufWriter<File>,
+    /// When the oldest line not yet flushed was written.
+    unflushed_since: Option<Instant>,
+    limiter: Option<Limiter>,
 }
 
 impl AlertWriter {
-    /// Opens (or creates) `path` for appending.
+    /// Opens (or creates) `path` for appending, with no rate limit.
     pub fn open(path: &Path) -> io::Result<AlertWriter> {
+        Self::open_limited(path, None)
+    }
+
+    /// Opens (or creates) `path` for appending; alerts beyond `limit` are counted instead
+    /// of written (see [`crate::limit`]).
+    pub fn open_limited(path: &Path, limit: Option<AlertLimit>) -> io::Result<AlertWriter> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)?;
         }
@@ -197,26 +221,73 @@ impl AlertWriter {
             .mode(0o600)
             .open(path)?;
         Ok(AlertWriter {
-            file: Arc::new(Mutex::new(BufWriter::with_capacity(1 << 20, file))),
+            sink: Arc::new(Mutex::new(Sink {
+                file: BufWriter::with_capacity(1 << 20, file),
+                unflushed_since: None,
+                limiter: limit.map(Limiter::new),
+            })),
         })
     }
 
-    fn file(&self) -> std::sync::MutexGuard<'_, BufWriter<File>> {
+    fn sink(&self) -> std::sync::MutexGuard<'_, Sink> {
         // A writer that panicked mid-line leaves at worst a torn line; keep writing.
-        self.file
+        self.sink
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Writes one alert (buffered: call [`AlertWriter::flush`]).
+    /// Writes one alert, or counts it if the rate limit holds it back.
     pub fn write(&mut self, alert: &Alert) -> io::Result<()> {
-        let mut line = serde_json::to_vec(alert).map_err(io::Error::other)?;
-        line.push(b'\n');
-        self.file().write_all(&line)
+        let now = Instant::now();
+        let mut sink = self.sink();
+        let verdict = match &mut sink.limiter {
+            Some(limiter) => limiter.admit(alert, now),
+            None => Verdict::Write,
+        };
+        if verdict == Verdict::Write {
+            sink.line(alert, now)?;
+        }
+        sink.settle(now, false)
     }
 
-    /// Writes out what is buffered.
+    /// Writes what is due: lines buffered for [`FLUSH_AFTER`], and the counts of alerts
+    /// the rate limit held back for [`crate::limit::SUMMARY_INTERVAL`]. Readers call it
+    /// whenever they wake.
+    pub fn tick(&mut self) -> io::Result<()> {
+        self.sink().settle(Instant::now(), false)
+    }
+
+    /// Writes out everything: what is buffered and the counts of every alert held back so
+    /// far. Each reader calls it when it ends.
     pub fn flush(&mut self) -> io::Result<()> {
-        self.file().flush()
+        self.sink().settle(Instant::now(), true)
+    }
+}
+
+impl Sink {
+    fn line(&mut self, alert: &Alert, now: Instant) -> io::Result<()> {
+        let mut line = serde_json::to_vec(alert).map_err(io::Error::other)?;
+        line.push(b'\n');
+        self.file.write_all(&line)?;
+        self.unflushed_since.get_or_insert(now);
+        Ok(())
+    }
+
+    fn settle(&mut self, now: Instant, all: bool) -> io::Result<()> {
+        let counts = match &mut self.limiter {
+            Some(limiter) => limiter.due(now, all),
+            None => Vec::new(),
+        };
+        for event in &counts {
+            self.line(event, now)?;
+        }
+        let stale = self
+            .unflushed_since
+            .is_some_and(|since| now.saturating_duration_since(since) >= FLUSH_AFTER);
+        if all || stale {
+            self.file.flush()?;
+            self.unflushed_since = None;
+        }
+        Ok(())
     }
 }

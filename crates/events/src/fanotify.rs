@@ -266,6 +266,9 @@ fn read(
                 }
             }
         }
+        if let Err(err) = writer.tick() {
+            report.error = Some(format!("cannot write alerts: {err}"));
+        }
         if stopping {
             break;
         }

@@ -110,6 +110,10 @@ fn read(
         if drained {
             break;
         }
+        // Also wakes every 200 ms (the socket's timeout) when nothing comes.
+        if let Err(err) = writer.tick() {
+            report.error = Some(format!("cannot write alerts: {err}"));
+        }
         if stop.load(Ordering::SeqCst) {
             match &marker {
                 None => {

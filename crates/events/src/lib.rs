@@ -9,16 +9,19 @@
 //! - fanotify ([`fanotify`]): opens and executions that Audit rules name;
 //! - the socket programs' ring buffer, read by moat-bpf, which writes through this crate.
 //!
-//! Loss is never silent: whatever a source dropped is counted in a `SystemEvent` alert.
+//! Loss is never silent: whatever a source dropped is counted in a `SystemEvent` alert,
+//! and so is whatever the rate limit ([`limit`]) held back.
 #![forbid(unsafe_code)]
 
 pub mod alert;
 pub mod audit;
 pub mod fanotify;
 pub mod landlock;
+pub mod limit;
 pub mod mountinfo;
 pub mod process;
 pub mod reader;
 
 pub use alert::{Alert, AlertContext, AlertWriter, RuleMatch};
 pub use landlock::{spawn_reader, ReaderHandle, ReaderReport};
+pub use limit::AlertLimit;

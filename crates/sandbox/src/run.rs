@@ -124,6 +124,8 @@ pub struct RunOptions {
     pub announce_address: bool,
     /// Append alerts (JSON lines) to this file.
     pub alerts: Option<std::path::PathBuf>,
+    /// The rate limit of those alerts; `None` writes every one.
+    pub alert_limit: Option<moat_events::AlertLimit>,
     /// Write a `running` [`crate::status::RunStatus`] here once the workload has started.
     pub status_file: Option<std::path::PathBuf>,
 }
@@ -477,7 +479,10 @@ impl Sandbox {
         }
         // The readers are threads: start them only now that libcontainer has forked.
         let writer = match &options.alerts {
-            Some(path) => Some(moat_events::AlertWriter::open(path).map_err(SandboxError::Alerts)?),
+            Some(path) => Some(
+                moat_events::AlertWriter::open_limited(path, options.alert_limit)
+                    .map_err(SandboxError::Alerts)?,
+            ),
             None => None,
         };
         // What alerts say of the sandbox, worked out once for every reader.
