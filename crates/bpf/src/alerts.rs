@@ -26,7 +26,7 @@ const EVENT_SIZE: usize = 68;
 /// What the reader did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AlertsReport {
-    /// Alerts written.
+    /// Alerts handled: written, or counted by the rate limit.
     pub alerts: u64,
     /// Events the ring buffer had no room for.
     pub lost: u64,
@@ -93,8 +93,9 @@ fn read(
         while !stop.load(Ordering::SeqCst) {
             ring.poll(Duration::from_millis(100))
                 .map_err(|e| format!("reading the socket events: {e}"))?;
-            // The callback holds the writer: a clone (sharing its file) flushes.
-            if let Err(err) = ticker.tick() {
+            // The poll has consumed all there was (or waited 100 ms). The callback holds
+            // the writer: a clone, sharing its file, writes out.
+            if let Err(err) = ticker.idle() {
                 tick_error = Some(err);
             }
         }

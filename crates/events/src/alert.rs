@@ -184,9 +184,10 @@ impl AlertContext {
 /// Appends alerts to a file (created 0600), one JSON object per line. Clones share the
 /// file, so every enforcer's reader can write to it; each alert is one whole line.
 ///
-/// Lines reach the file within [`FLUSH_AFTER`] of being written, as long as the readers
-/// call [`AlertWriter::tick`] while they wait for events, so whoever follows the file
-/// (`tail -f`, the daemon's event stream) sees an alert while the sandbox still runs.
+/// Lines reach the file within about [`FLUSH_AFTER`] of being written, so whoever follows
+/// it (`tail -f`, the daemon's event stream) sees an alert while the sandbox still runs:
+/// readers call [`AlertWriter::idle`] when they have read all there is, and
+/// [`AlertWriter::tick`] whenever they wake, at least every [`FLUSH_AFTER`].
 #[derive(Debug, Clone)]
 pub struct AlertWriter {
     sink: Arc<Mutex<Sink>>,
@@ -247,20 +248,26 @@ impl AlertWriter {
         if verdict == Verdict::Write {
             sink.line(alert, now)?;
         }
-        sink.settle(now, false)
+        sink.settle(now, Settle::Due)
     }
 
     /// Writes what is due: lines buffered for [`FLUSH_AFTER`], and the counts of alerts
     /// the rate limit held back for [`crate::limit::SUMMARY_INTERVAL`]. Readers call it
     /// whenever they wake.
     pub fn tick(&mut self) -> io::Result<()> {
-        self.sink().settle(Instant::now(), false)
+        self.sink().settle(Instant::now(), Settle::Due)
+    }
+
+    /// Writes out every buffered line, and the counts that are due: the reader has read
+    /// all there is for now, so nothing is gained by waiting.
+    pub fn idle(&mut self) -> io::Result<()> {
+        self.sink().settle(Instant::now(), Settle::Lines)
     }
 
     /// Writes out everything: what is buffered and the counts of every alert held back so
     /// far. Each reader calls it when it ends.
     pub fn flush(&mut self) -> io::Result<()> {
-        self.sink().settle(Instant::now(), true)
+        self.sink().settle(Instant::now(), Settle::All)
     }
 }
 
@@ -273,9 +280,9 @@ impl Sink {
         Ok(())
     }
 
-    fn settle(&mut self, now: Instant, all: bool) -> io::Result<()> {
+    fn settle(&mut self, now: Instant, what: Settle) -> io::Result<()> {
         let counts = match &mut self.limiter {
-            Some(limiter) => limiter.due(now, all),
+            Some(limiter) => limiter.due(now, what == Settle::All),
             None => Vec::new(),
         };
         for event in &counts {
@@ -284,10 +291,21 @@ impl Sink {
         let stale = self
             .unflushed_since
             .is_some_and(|since| now.saturating_duration_since(since) >= FLUSH_AFTER);
-        if all || stale {
+        if what != Settle::Due || stale {
             self.file.flush()?;
             self.unflushed_since = None;
         }
         Ok(())
     }
+}
+
+/// What [`Sink::settle`] writes out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settle {
+    /// Lines buffered for [`FLUSH_AFTER`], and the counts due.
+    Due,
+    /// Every buffered line, and the counts due.
+    Lines,
+    /// Every buffered line, and every count.
+    All,
 }

@@ -203,7 +203,8 @@ pub fn subscribe() -> io::Result<OwnedFd> {
     setsockopt(
         &fd,
         sockopt::ReceiveTimeout,
-        &nix::sys::time::TimeVal::new(0, 200_000),
+        // Wakes the reader at least this often: alerts are flushed and stop requests seen.
+        &nix::sys::time::TimeVal::new(0, 100_000),
     )?;
     Ok(fd)
 }

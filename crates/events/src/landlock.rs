@@ -30,7 +30,7 @@ const BACKLOG: u32 = 65536;
 /// What the reader did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReaderReport {
-    /// Alerts written.
+    /// Alerts handled: written, or counted by the rate limit.
     pub alerts: u64,
     /// Times the socket overflowed (an unknown number of records lost each time).
     pub socket_overflows: u64,
@@ -106,11 +106,13 @@ fn read(
     let own_pid = std::process::id().to_string();
     let mut evicted = 0u64;
     let mut drained = false;
+    // `report.alerts` when the writer was last told to write out.
+    let mut flushed_at = 0u64;
     loop {
         if drained {
             break;
         }
-        // Also wakes every 200 ms (the socket's timeout) when nothing comes.
+        // Records of other processes can keep the socket busy: written lines still go out.
         if let Err(err) = writer.tick() {
             report.error = Some(format!("cannot write alerts: {err}"));
         }
@@ -140,7 +142,14 @@ fn read(
                 Some(_) => {}
             }
         }
-        match recv(socket.as_raw_fd(), &mut buffer, MsgFlags::empty()) {
+        // After writing, look without waiting: if nothing more has come, the lines go out
+        // now rather than at the socket's timeout.
+        let wait = if report.alerts > flushed_at {
+            MsgFlags::MSG_DONTWAIT
+        } else {
+            MsgFlags::empty()
+        };
+        match recv(socket.as_raw_fd(), &mut buffer, wait) {
             Ok(n) => {
                 for record in audit::records(&buffer[..n]) {
                     if record.kind == AUDIT_USER
@@ -196,7 +205,13 @@ fn read(
                 }
             }
             Err(Errno::ENOBUFS) => report.socket_overflows += 1,
-            Err(Errno::EAGAIN | Errno::EINTR) => {}
+            Err(Errno::EAGAIN | Errno::EINTR) => {
+                // Nothing more has come: nothing is gained by buffering.
+                if let Err(err) = writer.idle() {
+                    report.error = Some(format!("cannot write alerts: {err}"));
+                }
+                flushed_at = report.alerts;
+            }
             Err(err) => {
                 report.error = Some(format!("reading the audit log: {err}"));
                 break;

@@ -6,14 +6,19 @@
 //! (`untrusted`'s `File` `Block`s, the default posture's `Network` `Audit`s, ...). Each
 //! family has a token bucket of its own, so a flood in one family (default-posture noise,
 //! say) never holds back another's alerts; KubeArmor's throttle stops every alert of the
-//! container instead. Within a family the first alert of each resource is always written,
-//! up to [`DISTINCT_RESOURCES`] of them, so repeating one denied open cannot hide the first
-//! attempt on another path. What is held back is counted, and written as a `SystemEvent`
-//! (`Operation` `AlertThreshold`, as KubeArmor names its throttle event) at most every
-//! [`SUMMARY_INTERVAL`] while it lasts and when the sandbox ends: alerts written plus the
-//! counts add up to the events seen.
+//! container instead. The first alert of each resource is written whatever the buckets
+//! hold, for the first [`DISTINCT_RESOURCES`] resources of the sandbox, so repeating one
+//! denied open cannot hide the first attempt on another path. Output must stay bounded,
+//! so a workload that names more resources than that can then have a first attempt held
+//! back, but not unseen: moat says when the bound is reached, and what is held back is
+//! counted (with how many different resources it named) in a `SystemEvent`
+//! (`Operation` `AlertThreshold`, as KubeArmor names its throttle event), at most every
+//! [`SUMMARY_INTERVAL`] while it lasts and when the sandbox ends. Alerts written plus
+//! the counts add up to the events seen.
 
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::time::{Duration, Instant};
 
 use crate::alert::Alert;
@@ -21,8 +26,11 @@ use crate::alert::Alert;
 /// How often a family's held-back count is written while it keeps growing.
 pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Resources per family whose first alert passes whatever the bucket holds.
-pub const DISTINCT_RESOURCES: usize = 1024;
+/// Resources per sandbox whose first alert passes whatever the buckets hold.
+pub const DISTINCT_RESOURCES: usize = 4096;
+
+/// Different resources counted among a family's held-back alerts, at most.
+const DISTINCT_HELD_BACK: usize = 65_536;
 
 /// The rate limit of one sandbox's alerts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +54,9 @@ impl AlertLimit {
     /// The limit for `per_second` and `burst` as the command line gives them: `None` (no
     /// limit) for a rate of 0, an error for values out of range.
     pub fn from_flags(per_second: u32, burst: u32) -> Result<Option<AlertLimit>, String> {
+        if per_second == 0 {
+            return Ok(None);
+        }
         if per_second > Self::MAX {
             return Err(format!(
                 "--alert-rate {per_second}: at most {} alerts a second (0 turns the limit off)",
@@ -58,7 +69,7 @@ impl AlertLimit {
                 Self::MAX
             ));
         }
-        Ok((per_second > 0).then_some(AlertLimit { per_second, burst }))
+        Ok(Some(AlertLimit { per_second, burst }))
     }
 }
 
@@ -82,7 +93,6 @@ struct Family {
 struct Bucket {
     tokens: f64,
     refilled: Instant,
-    resources: HashSet<String>,
     held: Option<Held>,
 }
 
@@ -90,10 +100,13 @@ struct Bucket {
 #[derive(Debug)]
 struct Held {
     count: u64,
+    /// Hashes of the different resources among them, up to [`DISTINCT_HELD_BACK`].
+    resources: HashSet<u64>,
     since: Instant,
     first: String,
     last: String,
-    /// The first alert held back: the sandbox and rule fields the event repeats.
+    /// The held-back alert of the highest severity: the sandbox and rule fields the
+    /// event repeats, so a flood of a low-severity rule cannot lower a graver one's.
     example: Alert,
 }
 
@@ -102,6 +115,14 @@ struct Held {
 pub struct Limiter {
     limit: AlertLimit,
     buckets: HashMap<Family, Bucket>,
+    /// Hashes (keyed at random, so a workload cannot aim for collisions) of the
+    /// (family, resource) pairs alerted so far, up to [`DISTINCT_RESOURCES`].
+    resources: HashSet<u64>,
+    hasher: RandomState,
+    /// The event saying the resources bound was reached, until it is written; then
+    /// `true`.
+    bound_reached: Option<Alert>,
+    bound_said: bool,
 }
 
 impl Limiter {
@@ -110,6 +131,10 @@ impl Limiter {
         Limiter {
             limit,
             buckets: HashMap::new(),
+            resources: HashSet::new(),
+            hasher: RandomState::new(),
+            bound_reached: None,
+            bound_said: false,
         }
     }
 
@@ -125,52 +150,62 @@ impl Limiter {
             operation: alert.operation.clone(),
             action: alert.action.clone(),
         };
+        let resource = self.hasher.hash_one((&family, &alert.resource));
+        let new_resource = !self.resources.contains(&resource);
+        if new_resource {
+            if self.resources.len() < DISTINCT_RESOURCES {
+                self.resources.insert(resource);
+            } else if !self.bound_said && self.bound_reached.is_none() {
+                self.bound_reached = Some(bound_event(alert));
+            }
+        }
+        let first_of_resource = new_resource && self.resources.contains(&resource);
         let limit = self.limit;
         let bucket = self.buckets.entry(family).or_insert_with(|| Bucket {
             tokens: f64::from(limit.burst),
             refilled: now,
-            resources: HashSet::new(),
             held: None,
         });
         let elapsed = now.saturating_duration_since(bucket.refilled).as_secs_f64();
         bucket.tokens =
             (bucket.tokens + elapsed * f64::from(limit.per_second)).min(f64::from(limit.burst));
         bucket.refilled = now;
-        let new_resource = bucket.resources.len() < DISTINCT_RESOURCES
-            && !bucket.resources.contains(&alert.resource);
-        if new_resource {
-            bucket.resources.insert(alert.resource.clone());
-        }
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
             return Verdict::Write;
         }
-        if new_resource {
+        if first_of_resource {
             return Verdict::Write;
         }
-        match &mut bucket.held {
-            Some(held) => {
-                held.count += 1;
-                held.last.clone_from(&alert.updated_time);
-            }
-            None => {
-                bucket.held = Some(Held {
-                    count: 1,
-                    since: now,
-                    first: alert.updated_time.clone(),
-                    last: alert.updated_time.clone(),
-                    example: alert.clone(),
-                })
-            }
+        let held = bucket.held.get_or_insert_with(|| Held {
+            count: 0,
+            resources: HashSet::new(),
+            since: now,
+            first: alert.updated_time.clone(),
+            last: String::new(),
+            example: alert.clone(),
+        });
+        held.count += 1;
+        held.last.clone_from(&alert.updated_time);
+        if held.resources.len() < DISTINCT_HELD_BACK {
+            held.resources.insert(resource);
+        }
+        if severity(alert) > severity(&held.example) {
+            held.example = alert.clone();
         }
         Verdict::HoldBack
     }
 
-    /// The `AlertThreshold` events due at `now`: of every family that has held alerts back
-    /// for [`SUMMARY_INTERVAL`], or of every family that has held any back when `all`.
+    /// The events due at `now`: the one saying the resources bound was reached, and the
+    /// `AlertThreshold` counts of every family that has held alerts back for
+    /// [`SUMMARY_INTERVAL`] (of every family that has held any back, when `all`).
     pub fn due(&mut self, now: Instant, all: bool) -> Vec<Alert> {
         let limit = self.limit;
         let mut due = Vec::new();
+        if let Some(event) = self.bound_reached.take() {
+            self.bound_said = true;
+            due.push(event);
+        }
         for bucket in self.buckets.values_mut() {
             let ready = bucket.held.as_ref().is_some_and(|held| {
                 all || now.saturating_duration_since(held.since) >= SUMMARY_INTERVAL
@@ -194,9 +229,50 @@ impl Limiter {
     }
 }
 
+/// An alert's severity as a number (upstream writes 1..=10 as a string); 0 if none.
+fn severity(alert: &Alert) -> u32 {
+    alert.severity.parse().unwrap_or(0)
+}
+
+/// The event saying the sandbox's alerts have named [`DISTINCT_RESOURCES`] resources.
+fn bound_event(alert: &Alert) -> Alert {
+    let now = chrono::Utc::now();
+    Alert {
+        timestamp: now.timestamp(),
+        updated_time: now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        kind: "SystemEvent".into(),
+        operation: "AlertThreshold".into(),
+        message: format!(
+            "the sandbox's alerts have named {DISTINCT_RESOURCES} different resources: from now on the first attempt on another resource is held back (and counted) when its family is over the alert rate limit"
+        ),
+        data: format!("distinct_resources={DISTINCT_RESOURCES}"),
+        enforcer: "moat".into(),
+        result: "Passed".into(),
+        ..sandbox_fields(alert)
+    }
+}
+
+/// The fields of `alert` that say which sandbox it is about, and nothing else.
+fn sandbox_fields(alert: &Alert) -> Alert {
+    Alert {
+        cluster_name: alert.cluster_name.clone(),
+        host_name: alert.host_name.clone(),
+        namespace_name: alert.namespace_name.clone(),
+        pod_name: alert.pod_name.clone(),
+        labels: alert.labels.clone(),
+        container_id: alert.container_id.clone(),
+        container_name: alert.container_name.clone(),
+        ..Alert::default()
+    }
+}
+
 impl Held {
     fn event(self, limit: AlertLimit) -> Alert {
         let now = chrono::Utc::now();
+        let distinct = match self.resources.len() {
+            n if n >= DISTINCT_HELD_BACK => format!("{n}+"),
+            n => n.to_string(),
+        };
         let example = self.example;
         Alert {
             timestamp: now.timestamp(),
@@ -205,7 +281,7 @@ impl Held {
             operation: "AlertThreshold".into(),
             resource: example.operation.clone(),
             message: format!(
-                "{} {} alert(s) of {} ({}) were held back by the alert rate limit ({} a second after a burst of {}); the first alert of each resource was written",
+                "{} {} alert(s) of {} ({}) on {distinct} different resource(s) were held back by the alert rate limit ({} a second after a burst of {})",
                 self.count,
                 example.operation,
                 example.policy_name,
@@ -214,24 +290,17 @@ impl Held {
                 limit.burst
             ),
             data: format!(
-                "held_back={} operation={} per_second={} burst={} first={} last={}",
+                "held_back={} resources={distinct} operation={} per_second={} burst={} first={} last={}",
                 self.count, example.operation, limit.per_second, limit.burst, self.first, self.last
             ),
             enforcer: "moat".into(),
             result: "Passed".into(),
-            // Who and what: the sandbox, the policy and its rule's severity and tags.
-            cluster_name: example.cluster_name,
-            host_name: example.host_name,
-            namespace_name: example.namespace_name,
-            pod_name: example.pod_name,
-            labels: example.labels,
-            container_id: example.container_id,
-            container_name: example.container_name,
-            policy_name: example.policy_name,
-            severity: example.severity,
-            tags: example.tags,
-            action: example.action,
-            ..Alert::default()
+            // The policy, and the gravest held-back rule's severity and tags.
+            policy_name: example.policy_name.clone(),
+            severity: example.severity.clone(),
+            tags: example.tags.clone(),
+            action: example.action.clone(),
+            ..sandbox_fields(&example)
         }
     }
 }
@@ -312,7 +381,7 @@ mod tests {
     }
 
     #[test]
-    fn the_first_alert_of_each_resource_passes_up_to_the_bound() {
+    fn the_first_alert_of_each_resource_passes_up_to_the_bound_and_then_is_counted() {
         let mut limiter = limit(10, 100);
         let now = Instant::now();
         written(
@@ -333,6 +402,53 @@ mod tests {
             limiter.admit(&alert("p", "File", "/f0"), now),
             Verdict::HoldBack
         );
+        // Reaching the bound is said once; the held-back count names how many different
+        // resources it hides.
+        let events = limiter.due(now, true);
+        let bound: Vec<_> = events
+            .iter()
+            .filter(|e| e.data.starts_with("distinct_resources="))
+            .collect();
+        assert_eq!(bound.len(), 1);
+        assert_eq!(bound[0].kind, "SystemEvent");
+        let counts: Vec<_> = events
+            .iter()
+            .filter(|e| e.data.starts_with("held_back="))
+            .collect();
+        assert_eq!(counts.len(), 1);
+        assert!(
+            counts[0].data.starts_with(&format!(
+                "held_back={} resources={} ",
+                // os-release's 9,900 repeats, the 4,097 new names past the bound, /f0
+                9_900 + DISTINCT_RESOURCES + 1 + 1,
+                1 + DISTINCT_RESOURCES + 1 + 1
+            )),
+            "{}",
+            counts[0].data
+        );
+        written(&mut limiter, &alert("p", "File", "/g"), 10, now);
+        assert!(!limiter
+            .due(now, true)
+            .iter()
+            .any(|e| e.data.starts_with("distinct_resources=")));
+    }
+
+    #[test]
+    fn the_count_carries_the_gravest_held_back_severity() {
+        let mut limiter = limit(10, 100);
+        let now = Instant::now();
+        let mut minor = alert("p", "File", "/tmp/noise");
+        minor.severity = "1".into();
+        minor.tags = "noise".into();
+        let mut grave = alert("p", "File", "/etc/shadow");
+        grave.severity = "9".into();
+        grave.tags = "credentials".into();
+        written(&mut limiter, &minor, 1000, now);
+        written(&mut limiter, &grave, 1000, now);
+        let events = limiter.due(now, true);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].severity, "9");
+        assert_eq!(events[0].tags, "credentials");
     }
 
     #[test]
@@ -384,6 +500,7 @@ mod tests {
     #[test]
     fn flags_out_of_range_are_refused() {
         assert_eq!(AlertLimit::from_flags(0, 100), Ok(None));
+        assert_eq!(AlertLimit::from_flags(0, 0), Ok(None));
         assert_eq!(
             AlertLimit::from_flags(10, 100),
             Ok(Some(AlertLimit::DEFAULT))

@@ -199,6 +199,11 @@ pub fn run_with(
         .take()
         .map(moat_events::fanotify::AuditHandle::finish);
     let mut cleanup_warnings = Vec::new();
+    if let Some(mut writer) = sandbox.alert_writer.take() {
+        if let Err(err) = writer.flush() {
+            cleanup_warnings.push(format!("cannot write alerts: {err}"));
+        }
+    }
     if let (Some(path), true) = (&options.alerts, oom_kills > 0) {
         // Written once the readers are done with the file, so no line interleaves.
         if let Err(err) = write_oom_alert(path, plan, &sandbox.lease, oom_kills) {
@@ -349,6 +354,9 @@ struct Sandbox {
     reader: Option<moat_events::ReaderHandle>,
     socket_reader: Option<moat_bpf::alerts::AlertsHandle>,
     audit_watcher: Option<moat_events::fanotify::AuditHandle>,
+    /// The readers' shared writer, flushed once they are all done: each reader's last
+    /// flush writes what the rate limit held back so far, but one that panicked does not.
+    alert_writer: Option<moat_events::AlertWriter>,
 }
 
 impl Sandbox {
@@ -403,6 +411,7 @@ impl Sandbox {
             reader: None,
             socket_reader: None,
             audit_watcher: None,
+            alert_writer: None,
         };
         // Best effort: gc also finds a dead sandbox's lease by scanning the slots.
         let _ = record.save(&dir);
@@ -485,6 +494,7 @@ impl Sandbox {
             ),
             None => None,
         };
+        self.alert_writer.clone_from(&writer);
         // What alerts say of the sandbox, worked out once for every reader.
         let alerting = writer.map(|writer| (writer, alert_context(plan, &self.lease)));
         if let Some((tables, programs)) = socket_rules {
