@@ -29,8 +29,9 @@ pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
 /// Resources per sandbox whose first alert passes whatever the buckets hold.
 pub const DISTINCT_RESOURCES: usize = 4096;
 
-/// Different resources counted among a family's held-back alerts, at most.
-const DISTINCT_HELD_BACK: usize = 65_536;
+/// Different resources counted among a family's held-back alerts, at most (then the
+/// count says `16384+`): 8 bytes each, so a flood of random names cannot grow moat.
+const DISTINCT_HELD_BACK: usize = 16_384;
 
 /// The rate limit of one sandbox's alerts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
