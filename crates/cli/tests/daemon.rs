@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{leftovers, require, require_root};
+use common::{counted, leftovers, require, require_root};
 use serde_json::Value;
 
 /// A server that answers every connection with a line and ends cleanly on SIGTERM.
@@ -732,19 +732,7 @@ fn policy_alerts_reach_the_event_stream_from_a_namespaced_daemon() {
             .iter()
             .filter(|e| e["Type"] == "MatchedPolicy")
             .count() as u64;
-        let held_back: u64 = of_flood
-            .iter()
-            .filter(|e| e["Operation"] == "AlertThreshold")
-            .filter_map(|e| {
-                e["Data"]
-                    .as_str()?
-                    .split(' ')
-                    .next()?
-                    .strip_prefix("held_back=")?
-                    .parse::<u64>()
-                    .ok()
-            })
-            .sum();
+        let held_back = counted(&of_flood, "held_back");
         if written + held_back >= 50 || Instant::now() > deadline {
             break (written, held_back);
         }

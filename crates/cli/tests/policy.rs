@@ -1128,22 +1128,6 @@ fn block_rules_raise_alerts_with_kubearmor_fields() {
         .all(|a| a["Resource"] != "/usr/lib/os-release" && a["Resource"] != "/usr/bin/apt"));
 }
 
-/// The sum of `key=N` over the `Data` of the `SystemEvent`s in `alerts`.
-fn counted(alerts: &[serde_json::Value], key: &str) -> u64 {
-    alerts
-        .iter()
-        .filter(|a| a["Type"] == "SystemEvent")
-        .filter_map(|a| {
-            a["Data"]
-                .as_str()?
-                .split_whitespace()
-                .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum()
-}
-
 /// A python loop of `n` opens of `path`, printing how many were refused.
 fn denied_opens(path: &str, n: u32) -> String {
     format!("denied = 0\nfor _ in range({n}):\n    try:\n        open('{path}')\n    except PermissionError:\n        denied += 1\nprint(denied)\n")

@@ -44,7 +44,7 @@ pub struct AlertLimit {
 
 impl AlertLimit {
     /// 10 a second after a burst of 100: a person reading the alerts loses nothing, and a
-    /// flooding sandbox writes about 3 KiB a second per family.
+    /// flooding sandbox writes about 7 KiB a second per family (alerts are ~650 bytes).
     pub const DEFAULT: AlertLimit = AlertLimit {
         per_second: 10,
         burst: 100,
@@ -120,10 +120,8 @@ pub struct Limiter {
     /// (family, resource) pairs alerted so far, up to [`DISTINCT_RESOURCES`].
     resources: HashSet<u64>,
     hasher: RandomState,
-    /// The event saying the resources bound was reached, until it is written; then
-    /// `true`.
+    /// The event saying the resources bound was reached, until it is written.
     bound_reached: Option<Alert>,
-    bound_said: bool,
 }
 
 impl Limiter {
@@ -135,7 +133,6 @@ impl Limiter {
             resources: HashSet::new(),
             hasher: RandomState::new(),
             bound_reached: None,
-            bound_said: false,
         }
     }
 
@@ -152,15 +149,12 @@ impl Limiter {
             action: alert.action.clone(),
         };
         let resource = self.hasher.hash_one((&family, &alert.resource));
-        let new_resource = !self.resources.contains(&resource);
-        if new_resource {
-            if self.resources.len() < DISTINCT_RESOURCES {
-                self.resources.insert(resource);
-            } else if !self.bound_said && self.bound_reached.is_none() {
-                self.bound_reached = Some(bound_event(alert));
-            }
+        // Only inserted while there is room; the set never shrinks, so it fills once.
+        let first_of_resource =
+            self.resources.len() < DISTINCT_RESOURCES && self.resources.insert(resource);
+        if first_of_resource && self.resources.len() == DISTINCT_RESOURCES {
+            self.bound_reached = Some(bound_event(alert));
         }
-        let first_of_resource = new_resource && self.resources.contains(&resource);
         let limit = self.limit;
         let bucket = self.buckets.entry(family).or_insert_with(|| Bucket {
             tokens: f64::from(limit.burst),
@@ -203,10 +197,7 @@ impl Limiter {
     pub fn due(&mut self, now: Instant, all: bool) -> Vec<Alert> {
         let limit = self.limit;
         let mut due = Vec::new();
-        if let Some(event) = self.bound_reached.take() {
-            self.bound_said = true;
-            due.push(event);
-        }
+        due.extend(self.bound_reached.take());
         for bucket in self.buckets.values_mut() {
             let ready = bucket.held.as_ref().is_some_and(|held| {
                 all || now.saturating_duration_since(held.since) >= SUMMARY_INTERVAL
@@ -358,27 +349,16 @@ mod tests {
             10_000,
             now,
         );
-        assert_eq!(
-            written(
-                &mut limiter,
-                &alert("DefaultPosture", "File", "/x"),
-                100,
-                now
-            ),
-            100
-        );
-        assert_eq!(
-            written(
-                &mut limiter,
-                &alert("p", "Process", "/usr/bin/apt"),
-                100,
-                now
-            ),
-            100
-        );
         let mut audit = alert("p", "File", "/etc/shadow");
         audit.action = "Audit".into();
-        assert_eq!(written(&mut limiter, &audit, 100, now), 100);
+        let others = [
+            alert("DefaultPosture", "File", "/x"),
+            alert("p", "Process", "/usr/bin/apt"),
+            audit,
+        ];
+        for other in &others {
+            assert_eq!(written(&mut limiter, other, 100, now), 100, "{other:?}");
+        }
     }
 
     #[test]

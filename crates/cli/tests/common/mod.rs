@@ -382,3 +382,19 @@ pub fn busybox_image(scratch: &Scratch) -> Option<std::path::PathBuf> {
     }
     Some(image)
 }
+
+/// The sum of `key=N` over the `Data` of the `SystemEvent`s in `alerts`.
+pub fn counted(alerts: &[serde_json::Value], key: &str) -> u64 {
+    alerts
+        .iter()
+        .filter(|a| a["Type"] == "SystemEvent")
+        .filter_map(|a| {
+            a["Data"]
+                .as_str()?
+                .split_whitespace()
+                .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
